@@ -1,0 +1,149 @@
+"""Decoding: one frame per second (nearest the middle of the second) and 16 kHz mono audio.
+
+Frames: decord first; ffmpeg (through ffmpeg-python) takes over where decord fails or is not
+installed. Both pick the same frame indices, int((t + 0.5) * fps), so frame t and audio second
+t always describe segment [t, t + 1). Audio: always ffmpeg, resampled there, channels averaged
+here: decord's `mono=True` is not the channel mean (measured on the LLP sample: ~1.39x it)
+and its `mono=False` at 16 kHz gives NaNs. A clip shorter than T seconds is padded (last frame
+repeated, silence appended) and its true length in whole seconds is returned.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import ffmpeg
+import numpy as np
+
+try:  # decord has no wheels for some platforms; ffmpeg then does everything
+    import decord
+except ImportError:  # pragma: no cover - depends on the platform
+    decord = None
+
+
+class DecodeError(RuntimeError):
+    """A file could not be decoded into the frames and audio T seconds need."""
+
+
+@dataclass
+class Decoded:
+    frames: np.ndarray   # (T, H, W, 3) uint8, padded by repeating the last real frame
+    audio: np.ndarray    # (T * sample_rate,) float32 mono, zero-padded
+    length: int          # seconds holding both a real frame and real audio
+    backend: str         # what decoded the frames: "decord" or "ffmpeg"
+
+
+def frame_indices(T: int, fps: float) -> list[int]:
+    """Index of the frame nearest the middle of each second t = 0..T-1."""
+    return [int((t + 0.5) * fps) for t in range(T)]
+
+
+def _ffmpeg_error(path: Path, err: Exception) -> DecodeError:
+    stderr = (getattr(err, "stderr", b"") or b"").decode(errors="replace").strip().splitlines()
+    return DecodeError(f"{path}: ffmpeg failed: {stderr[-1] if stderr else err}")
+
+
+def _probe(path: Path) -> dict:
+    try:
+        return ffmpeg.probe(str(path))
+    except ffmpeg.Error as err:
+        raise _ffmpeg_error(path, err) from None
+
+
+def _rate(stream: dict) -> float:
+    for key in ("avg_frame_rate", "r_frame_rate"):
+        num, _, den = stream.get(key, "0/0").partition("/")
+        if float(den or 1) and float(num) / float(den or 1) > 0:
+            return float(num) / float(den or 1)
+    return 0.0
+
+
+def read_audio(path: Path, sr: int, channels: int) -> np.ndarray:
+    """Mono float32 at `sr`: the MEAN of the channels (ffmpeg's -ac 1 gives (L+R)/sqrt(2))."""
+    try:
+        pcm, _ = (ffmpeg.input(str(path))
+                  .audio.output("pipe:", format="f32le", acodec="pcm_f32le", ar=sr, ac=channels)
+                  .run(capture_stdout=True, capture_stderr=True))
+    except ffmpeg.Error as err:
+        raise _ffmpeg_error(path, err) from None
+    samples = np.frombuffer(pcm, np.float32)
+    return samples[: samples.size // channels * channels].reshape(-1, channels).mean(axis=1)
+
+
+def frames_decord(path: Path, T: int) -> np.ndarray:
+    if decord is None:
+        raise DecodeError("decord is not installed")
+    vr = decord.VideoReader(str(path), num_threads=1)
+    n_frames, fps = len(vr), vr.get_avg_fps()
+    if not fps or fps <= 0:
+        raise DecodeError(f"{path}: container reports no frame rate")
+    wanted = [i for i in frame_indices(T, fps) if i < n_frames]
+    frames = vr.get_batch(wanted).asnumpy() if wanted else np.zeros((0, 1, 1, 3), np.uint8)
+    if len(frames) != len(wanted):
+        raise DecodeError(f"{path}: asked decord for {len(wanted)} frames, got {len(frames)}")
+    return frames
+
+
+def frames_ffmpeg(path: Path, T: int, info: dict) -> np.ndarray:
+    video = next(s for s in info["streams"] if s["codec_type"] == "video")
+    fps, w, h = _rate(video), int(video["width"]), int(video["height"])
+    if fps <= 0:
+        raise DecodeError(f"{path}: container reports no frame rate")
+    # select exactly decord's indices (fps=1 or -r 1 pick other frames); ffmpeg-python escapes ','
+    pick = "+".join(f"eq(n,{i})" for i in frame_indices(T, fps))
+    try:
+        raw, _ = (ffmpeg.input(str(path), noautorotate=None)      # decord does not rotate either
+                  .video.filter("select", pick)
+                  .output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
+                  .run(capture_stdout=True, capture_stderr=True))
+    except ffmpeg.Error as err:
+        raise _ffmpeg_error(path, err) from None
+    frames = np.frombuffer(raw, np.uint8)
+    frames = frames[: frames.size // (h * w * 3) * (h * w * 3)].reshape(-1, h, w, 3)
+    # a truncated file makes ffmpeg exit 0 with fewer frames: compare with what it claims
+    duration = float(info.get("format", {}).get("duration") or 0.0)
+    claimed = sum(1 for i in frame_indices(T, fps) if i < duration * fps - 1)
+    if len(frames) < claimed - 1:
+        raise DecodeError(f"{path}: truncated or corrupt: container claims {duration:.2f} s, "
+                          f"decoded only {len(frames)} of {claimed} frames")
+    return frames
+
+
+def decode(path: Path, T: int, sr: int = 16000, backend: str = "auto") -> Decoded:
+    """Frames and audio of the first T seconds of `path`; raises DecodeError naming the file."""
+    path = Path(path)
+    if backend not in ("auto", "decord", "ffmpeg"):
+        raise ValueError(f"unknown decoder {backend!r}: auto, decord or ffmpeg")
+    if not path.is_file():
+        raise DecodeError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise DecodeError(f"{path}: empty file (0 bytes)")
+    info = _probe(path)
+    kinds = {s["codec_type"]: s for s in reversed(info.get("streams", []))}
+    if "video" not in kinds:
+        raise DecodeError(f"{path}: no video stream")
+    if "audio" not in kinds:
+        raise DecodeError(f"{path}: no audio track")
+    audio = read_audio(path, sr, int(kinds["audio"].get("channels") or 1))
+    used = "ffmpeg"
+    if backend != "ffmpeg":
+        try:
+            frames, used = frames_decord(path, T), "decord"
+        except Exception as err:  # decord raises bare RuntimeErrors (DECORDError) of many kinds
+            if backend == "decord":
+                raise DecodeError(f"{path}: decord failed: {str(err)[:300]}") from None
+    if used == "ffmpeg":
+        frames = frames_ffmpeg(path, T, info)
+    if len(frames) == 0:
+        raise DecodeError(f"{path}: no video frames decoded ({used})")
+    if audio.size == 0:
+        raise DecodeError(f"{path}: no audio samples decoded")
+    n_video, n_audio = len(frames), min(T, math.ceil(audio.size / sr))
+    if n_video < T:
+        frames = np.concatenate([frames, np.repeat(frames[-1:], T - n_video, axis=0)])
+    audio = audio[: T * sr].astype(np.float32, copy=False)
+    if audio.size < T * sr:
+        audio = np.pad(audio, (0, T * sr - audio.size))
+    return Decoded(np.ascontiguousarray(frames), audio, min(n_video, n_audio), used)

@@ -1,0 +1,325 @@
+"""Stage one driver: decode -> CLIP + VGGish -> Zarr, clip batches spread over Dask workers.
+
+A task is a handful of clips. Its worker decodes them in background threads while it encodes
+the ones already decoded (frames of several clips go through CLIP together), writes each
+clip's feature chunks, and returns one result per clip. A bad clip never raises out of a
+task: its reason comes back and the driver records it. The driver is the only writer of
+`status`, `length` and the attributes, and marks a clip done when its task has returned.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from . import __version__
+from .config import ExtractConfig, as_dict, resolve_path
+from .decode import DecodeError, decode
+from .encoders import (
+    CLIP_URLS, VGGISH_URL, ClipEncoder, VGGishEncoder, WeightsError, clip_preprocess,
+    file_sha256, missing_weights_message,
+)
+from .store import DONE, FAILED, PENDING, FeatureStore, StoreError, create
+
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".mpg", ".mpeg"}
+RANDOM_WARNING = "RANDOM-WEIGHT ENCODERS: these features carry no pretrained knowledge"
+# settings that change the features: a store made with other values cannot be resumed
+FEATURE_KEYS = ("T", "sample_rate", "clip_model", "patch_grid", "random_weights")
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """What a worker needs to build its encoders (hashable: the per-process cache key)."""
+
+    clip_model: str
+    clip_weights: str | None      # None: random weights, seeded
+    vggish_weights: str | None
+    patch_grid: int
+    device: str
+    threads: int = 0
+    seed: int = 0
+
+
+@dataclass
+class ClipResult:
+    index: int
+    ok: bool
+    length: int = 0
+    backend: str = ""
+    error: str = ""
+
+
+@dataclass
+class Summary:
+    total: int
+    done: int = 0
+    skipped: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    failed_before: dict[str, str] = field(default_factory=dict)
+    ffmpeg_fallbacks: int = 0
+    seconds: float = 0.0
+    random_weights: bool = False
+
+
+def list_videos(folder: Path) -> list[Path]:
+    """Video files under `folder`, sorted; zero-byte files included so that they get reported."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: not a folder of videos")
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+
+
+def clip_ids_for(paths: list[Path], root: Path) -> list[str]:
+    return [p.relative_to(root).with_suffix("").as_posix() for p in paths]
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+def resolve_weights(cfg: ExtractConfig, device: str, threads: int = 0) -> tuple[EncoderSpec, dict]:
+    """Check the weight files before any work starts; the encoders' provenance for the store."""
+    if cfg.random_weights:
+        spec = EncoderSpec(cfg.clip_model, None, None, cfg.patch_grid, device, threads)
+        return spec, {"clip": {"model": cfg.clip_model, "weights": "random", "seed": spec.seed},
+                      "vggish": {"weights": "random", "seed": spec.seed + 1}}
+    clip_path, vgg_path = resolve_path(cfg.clip_weights), resolve_path(cfg.vggish_weights)
+    for what, path, setting, url in (
+        ("CLIP", clip_path, "clip_weights", CLIP_URLS.get(cfg.clip_model)),
+        ("VGGish", vgg_path, "vggish_weights", VGGISH_URL),
+    ):
+        if path.is_file():
+            continue
+        if cfg.download and what == "CLIP" and not url:
+            continue                      # open_clip fetches it by its pretrained tag
+        if not (cfg.download and url):
+            raise WeightsError(missing_weights_message(f"{what} ({cfg.clip_model})" if what == "CLIP" else what,
+                                                       path, setting, url))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(path))
+    by_tag = not clip_path.is_file()
+    clip_source = cfg.clip_pretrained_tag if by_tag else str(clip_path)
+    spec = EncoderSpec(cfg.clip_model, clip_source, str(vgg_path), cfg.patch_grid, device, threads)
+    clip_info = ({"weights": f"open_clip:{clip_source}"} if by_tag
+                 else {"weights": clip_path.name, "sha256": file_sha256(clip_path)})
+    return spec, {
+        "clip": {"model": cfg.clip_model, **clip_info},
+        "vggish": {"weights": vgg_path.name, "sha256": file_sha256(vgg_path)},
+    }
+
+
+def _worker_device(device: str) -> str:
+    """'auto' -> the GPU of this Dask worker (one worker per GPU), else the CPU."""
+    if device != "auto":
+        return device
+    if not torch.cuda.is_available():
+        return "cpu"
+    try:
+        from distributed import get_worker
+
+        name = get_worker().name
+        return f"cuda:{int(name) % torch.cuda.device_count()}"
+    except (ImportError, ValueError, TypeError):
+        return "cuda"
+
+
+@lru_cache(maxsize=2)
+def load_encoders(spec: EncoderSpec) -> tuple[ClipEncoder, VGGishEncoder]:
+    """Built once per process (worker), never per clip."""
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    device = _worker_device(spec.device)
+    torch.manual_seed(spec.seed)            # random weights are identical in every worker and run
+    clip = ClipEncoder(spec.clip_model, spec.clip_weights, device, spec.patch_grid)
+    torch.manual_seed(spec.seed + 1)
+    return clip, VGGishEncoder(spec.vggish_weights, device)
+
+
+# ----------------------------------------------------------------------------- the task
+
+
+def _encode(clip: ClipEncoder, vggish: VGGishEncoder, decoded: list, T: int, sr: int) -> list[dict]:
+    pixels = torch.cat([
+        clip_preprocess(torch.from_numpy(d.frames).to(clip.device), clip.image_size, clip.mean, clip.std)
+        for d in decoded
+    ])                                                                    # (n*T, 3, S, S)
+    cls, patches = clip.encode_frames(pixels)                             # (n*T, D), (n*T, P, D)
+    audio = vggish(torch.from_numpy(np.stack([d.audio for d in decoded])), T, sr)   # (n, T, 128)
+    n = len(decoded)
+    cls = cls.reshape(n, T, -1).half().cpu().numpy()
+    patches = patches.reshape(n, T, *patches.shape[1:]).half().cpu().numpy()
+    audio = audio.half().cpu().numpy()
+    return [{"audio": audio[k], "visual": cls[k], "patches": patches[k]} for k in range(n)]
+
+
+def process_clips(store_path: str, items: list[tuple[int, str]], cfg: ExtractConfig,
+                  spec: EncoderSpec) -> list[ClipResult]:
+    """Decode, encode and write the clips `items` = [(index, video path)]; never raises per clip."""
+    clip, vggish = load_encoders(spec)
+    store = FeatureStore(store_path, mode="r+")
+    frames_per_batch = max(cfg.clip_batch, cfg.T)
+    results, ready = [], []
+
+    def flush() -> None:
+        try:
+            features = _encode(clip, vggish, [d for _, d in ready], cfg.T, cfg.sample_rate)
+            for (i, d), values in zip(ready, features):
+                store.write_clip(i, values)
+                results.append(ClipResult(i, True, d.length, d.backend))
+        except Exception as err:  # an encoder or write failure fails these clips, not the run
+            results.extend(ClipResult(i, False, error=f"encode/write failed: {err}") for i, _ in ready)
+        ready.clear()
+
+    with ThreadPoolExecutor(max(1, cfg.decode_threads)) as pool:
+        futures = [(i, p, pool.submit(decode, Path(p), cfg.T, cfg.sample_rate, cfg.decoder)) for i, p in items]
+        for i, p, fut in futures:                 # encode what is decoded while the rest decodes
+            try:
+                ready.append((i, fut.result()))
+            except DecodeError as err:
+                results.append(ClipResult(i, False, error=str(err)))
+            except Exception as err:
+                results.append(ClipResult(i, False, error=f"{p}: {type(err).__name__}: {err}"))
+            if len(ready) * cfg.T >= frames_per_batch:
+                flush()
+        if ready:
+            flush()
+    return results
+
+
+# ----------------------------------------------------------------------------- the driver
+
+
+def clip_dims(model_name: str, patch_grid: int) -> tuple[int, int]:
+    """(joint width D, patches per frame P) from the open_clip config, without building it."""
+    import open_clip
+
+    from .encoders import _register_configs
+
+    _register_configs()
+    mc = open_clip.get_model_config(model_name)
+    if mc is None:
+        raise ValueError(f"unknown open_clip model {model_name!r}; see open_clip.list_models()")
+    vc = mc["vision_cfg"]
+    size = vc.get("image_size", 224)
+    size = size if isinstance(size, int) else size[0]
+    if "patch_size" not in vc:
+        raise ValueError(f"CLIP model {model_name!r} has no patch tokens: use a ViT model")
+    native = size // vc["patch_size"]
+    return mc["embed_dim"], (patch_grid or native) ** 2
+
+
+def open_or_create(out: Path, clip_ids: list[str], sources: list[str], cfg: ExtractConfig,
+                   provenance: dict, extra_attrs: dict | None = None) -> FeatureStore:
+    """The store at `out`, created if absent; refuses to mix clip lists or feature settings."""
+    features = {**{k: getattr(cfg, k) for k in FEATURE_KEYS}, "encoders": provenance}
+    if (out / "zarr.json").exists():
+        store = FeatureStore(out, mode="r+")
+        if store.clip_ids != clip_ids:
+            raise StoreError(f"{out} holds another list of clips ({len(store)} vs {len(clip_ids)} now): "
+                             f"extract into a new --out, or delete it")
+        old = store.attrs.get("features", {})
+        if old != features:
+            diff = sorted(k for k in set(old) | set(features) if old.get(k) != features.get(k))
+            raise StoreError(f"{out} was made with other settings ({', '.join(diff)} differ): "
+                             f"extract into a new --out, or delete it")
+        return store
+    D, P = clip_dims(cfg.clip_model, cfg.patch_grid)
+    arrays = {"audio": ((cfg.T, 128), "float16"), "visual": ((cfg.T, D), "float16"),
+              "patches": ((cfg.T, P, D), "float16")}
+    attrs = {
+        "avu_version": __version__, "features": features, "random_weights": cfg.random_weights,
+        "fps": 1, "sample_rate": cfg.sample_rate, "T": cfg.T, "patch_grid": int(P ** 0.5),
+        "config": as_dict(cfg), "sources": sources, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **(extra_attrs or {}),
+    }
+    return create(out, clip_ids, arrays, attrs, cfg.compression_level)
+
+
+def _batches(todo: list[int], size: int) -> list[list[int]]:
+    return [todo[k : k + size] for k in range(0, len(todo), max(1, size))]
+
+
+def run_extract(
+    videos: list[Path],
+    clip_ids: list[str],
+    out: Path,
+    cfg: ExtractConfig,
+    on_results: Callable[[list[ClipResult]], None] | None = None,
+    extra_attrs: dict | None = None,
+) -> Summary:
+    """Extract `videos` into the store `out`, skipping clips already done; resumable."""
+    start = time.perf_counter()
+    out = Path(out)
+    n_workers = 0 if (cfg.workers == 0 and not cfg.scheduler) else cfg.workers
+    gpus = torch.cuda.device_count() if cfg.device in ("auto", "cuda") else 0
+    if n_workers and gpus and not cfg.scheduler:
+        n_workers = gpus                                   # one worker per GPU
+    threads = cfg.threads_per_worker or (max(1, (os.cpu_count() or 1) // n_workers) if n_workers else 0)
+    spec, provenance = resolve_weights(cfg, cfg.device, threads)
+    sources = [str(Path(v).resolve()) for v in videos]
+    store = open_or_create(out, clip_ids, sources, cfg, provenance, extra_attrs)
+    status, old_failures = store.status(), store.failures
+    todo = [i for i, s in enumerate(status) if s == PENDING or (s == FAILED and cfg.retry_failed)]
+    summary = Summary(total=len(clip_ids), skipped=int((status == DONE).sum()),
+                      random_weights=cfg.random_weights)
+    summary.failed_before = {store.clip_ids[i]: old_failures.get(store.clip_ids[i], "failed earlier")
+                             for i, s in enumerate(status) if s == FAILED and not cfg.retry_failed}
+
+    def record(results: list[ClipResult]) -> None:
+        good = [r for r in results if r.ok]
+        store.mark_done([r.index for r in good], [r.length for r in good])
+        store.mark_failed({r.index: r.error for r in results if not r.ok})
+        summary.done += len(good)
+        summary.ffmpeg_fallbacks += sum(r.backend == "ffmpeg" for r in good)
+        summary.failed.update({store.clip_ids[r.index]: r.error for r in results if not r.ok})
+        if on_results:
+            on_results(results)
+
+    tasks = [[(i, sources[i]) for i in batch] for batch in _batches(todo, cfg.clips_per_task)]
+    if tasks and n_workers == 0:
+        for items in tasks:
+            record(process_clips(str(out), items, cfg, spec))
+    elif tasks:
+        _run_dask(tasks, str(out), cfg, spec, n_workers, gpus, record)
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _run_dask(tasks, store_path: str, cfg: ExtractConfig, spec: EncoderSpec, n_workers: int,
+              gpus: int, record: Callable[[list[ClipResult]], None]) -> None:
+    import logging
+
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if cfg.scheduler:
+        client = Client(cfg.scheduler)
+    else:
+        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=logging.ERROR,
+                               resources={"GPU": 1} if gpus else None)
+        client = Client(cluster)
+    try:
+        resources = {"GPU": 1} if gpus and not cfg.scheduler else None
+        futures = {
+            client.submit(process_clips, store_path, items, cfg, spec, pure=False, resources=resources): items
+            for items in tasks
+        }
+        for fut in as_completed(futures):
+            try:
+                results = fut.result()
+            except Exception as err:  # the worker died (out of memory, killed): fail its clips
+                results = [ClipResult(i, False, error=f"worker lost while extracting {p}: {err}")
+                           for i, p in futures[fut]]
+            record(results)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
