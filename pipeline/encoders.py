@@ -55,7 +55,7 @@ def is_torchscript(path: Path) -> bool:
         return False
 
 
-def _register_configs() -> None:
+def register_model_configs() -> None:
     import open_clip
 
     if "avu-tiny-clip" not in open_clip.list_models():
@@ -96,7 +96,7 @@ class ClipEncoder:
     def __init__(self, model_name: str, weights: str | None, device: str = "cpu", patch_grid: int = 0):
         import open_clip
 
-        _register_configs()
+        register_model_configs()
         self.model_name, self.device = model_name, torch.device(device)
         if weights and is_torchscript(Path(weights)):
             # OpenAI's own checkpoints are TorchScript archives: unreadable with weights_only

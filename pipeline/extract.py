@@ -200,9 +200,9 @@ def clip_dims(model_name: str, patch_grid: int) -> tuple[int, int]:
     """(joint width D, patches per frame P) from the open_clip config, without building it."""
     import open_clip
 
-    from .encoders import _register_configs
+    from .encoders import register_model_configs
 
-    _register_configs()
+    register_model_configs()
     mc = open_clip.get_model_config(model_name)
     if mc is None:
         raise ValueError(f"unknown open_clip model {model_name!r}; see open_clip.list_models()")
@@ -298,7 +298,7 @@ def _run_dask(tasks, store_path: str, cfg: ExtractConfig, spec: EncoderSpec, n_w
 
     from distributed import Client, LocalCluster, as_completed
 
-    cluster = None
+    cluster, saved_env = None, dict(os.environ)
     if cfg.scheduler:
         client = Client(cfg.scheduler)
     else:
@@ -323,3 +323,5 @@ def _run_dask(tasks, store_path: str, cfg: ExtractConfig, spec: EncoderSpec, n_w
         client.close()
         if cluster is not None:
             cluster.close()
+        os.environ.clear()               # LocalCluster sets OMP_NUM_THREADS=1 in this process too
+        os.environ.update(saved_env)

@@ -22,8 +22,10 @@ def tone_hz(s: int) -> float:
 
 
 def write_clip(path: Path, seconds: float, fps: float = 25.0, size: tuple[int, int] = (96, 64),
-               audio: bool = True, sample_rate: int = 44100, channels: int = 2) -> Path:
-    """An H.264/AAC mp4 of `seconds`, frame k showing grey_level(floor(k / fps))."""
+               audio: bool = True, sample_rate: int = 44100,
+               channel_gains: tuple[float, ...] = (1.0, 1.0)) -> Path:
+    """An H.264/AAC mp4 of `seconds`, frame k showing grey_level(floor(k / fps)); channel c of
+    the audio is channel_gains[c] * 0.5 * sin(tone_hz(second))."""
     import ffmpeg
 
     w, h = size
@@ -43,7 +45,7 @@ def write_clip(path: Path, seconds: float, fps: float = 25.0, size: tuple[int, i
             phase = 2 * np.pi * np.cumsum(freq) / sample_rate
             wave = 0.5 * np.sin(phase)
             wav = Path(tmp) / "a.wav"
-            sf.write(wav, np.repeat(wave[:, None], channels, axis=1).astype(np.float32), sample_rate)
+            sf.write(wav, (wave[:, None] * np.asarray(channel_gains)).astype(np.float32), sample_rate)
             streams.append(ffmpeg.input(str(wav)))
         out_args = {"vcodec": "libx264", "pix_fmt": "yuv420p", "crf": 10, "g": 1}
         if audio:

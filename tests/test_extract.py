@@ -1,0 +1,151 @@
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from pipeline.extract import clip_ids_for, list_videos, run_extract
+from pipeline.store import DONE, FAILED, PENDING, FeatureStore, StoreError
+
+from .conftest import REPO, SAMPLES, need, tiny_config
+
+FEATURES = ("audio", "visual", "patches")
+
+
+def _extract(folder, out, **kw):
+    paths = list_videos(folder)
+    return run_extract(paths, clip_ids_for(paths, folder), out, tiny_config(**kw))
+
+
+def test_good_clips_are_done_and_each_bad_one_is_reported(bad_dir, tmp_path):
+    summary = _extract(bad_dir, tmp_path / "s.zarr")
+    fs = FeatureStore(tmp_path / "s.zarr")
+    status = dict(zip(fs.clip_ids, fs.status()))
+    assert status == {"corrupt": FAILED, "fps12_short": DONE, "fps25": DONE, "silent": FAILED, "zero": FAILED}
+    assert set(summary.failed) == {"corrupt", "silent", "zero"} and summary.done == 2
+    assert "corrupt.mp4" in fs.failures["corrupt"] and "no audio track" in fs.failures["silent"]
+    assert "empty file" in fs.failures["zero"]
+    done = fs.done()
+    for name in FEATURES:
+        assert fs.group[name].chunks[0] == 1                          # one clip per chunk
+        assert np.isfinite(fs.read(name, done).astype(np.float32)).all()
+        assert not np.any(fs.read(name, np.flatnonzero(fs.status() == FAILED)))   # untouched
+    assert fs.read("visual", done).shape == (2, 10, 64) and fs.read("patches", done).shape == (2, 10, 16, 64)
+    assert fs.random_weights and fs.attrs["features"]["encoders"]["clip"]["weights"] == "random"
+    # a rerun skips the done clips and does not retry the failed ones unless asked
+    again = _extract(bad_dir, tmp_path / "s.zarr")
+    assert (again.done, again.skipped, len(again.failed_before)) == (0, 2, 3)
+
+
+def test_features_follow_the_seconds_at_every_frame_rate(timecode_dir, tmp_path):
+    """Same content at 25, 29.97, 30 and 12 fps: second t gives the same features everywhere."""
+    _extract(timecode_dir, tmp_path / "s.zarr")
+    fs = FeatureStore(tmp_path / "s.zarr")
+    idx = {c: fs.index(c) for c in ("fps25", "fps2997", "fps30", "fps12_short")}
+    lengths = fs.read("length", list(idx.values()))
+    assert list(lengths) == [10, 10, 10, 7]
+    vis = fs.read("visual", list(idx.values())).astype(np.float32)       # (4, T, D)
+    aud = fs.read("audio", list(idx.values())).astype(np.float32)
+    ref_v, ref_a = vis[0], aud[0]
+    for k in range(1, 4):
+        n = lengths[k]
+        assert np.abs(vis[k, :n] - ref_v[:n]).max() < 0.05 * np.abs(ref_v).max()
+        # neighbouring seconds differ much more than the same second across frame rates
+        assert np.abs(vis[k, 1:n] - ref_v[: n - 1]).max() > 4 * np.abs(vis[k, :n] - ref_v[:n]).max()
+        assert np.abs(aud[k, 1:n - 1] - ref_a[1:n - 1]).max() < 0.2 * np.abs(aud[k, 1:n - 1] - ref_a[:n - 2]).max()
+
+
+def test_real_llp_and_ave_clips_extract_to_T10(tmp_path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for src in [need(SAMPLES / "llp" / "BjCEufrlXm4.mp4"), need(SAMPLES / "ave" / "-67UNKFmRLk.mp4")]:
+        shutil.copy(src, videos / src.name)
+    summary = _extract(videos, tmp_path / "s.zarr", patch_grid=0)
+    fs = FeatureStore(tmp_path / "s.zarr")
+    assert summary.done == 2 and not summary.failed
+    assert fs.read("audio", [0, 1]).shape == (2, 10, 128)
+    assert fs.read("visual", [0, 1]).shape == (2, 10, 64)
+    assert fs.read("patches", [0, 1]).shape == (2, 10, 64, 64)        # native 8 x 8 grid of the tiny model
+    assert list(fs.read("length", [0, 1])) == [10, 10]
+    assert fs.attrs["T"] == 10 and fs.attrs["fps"] == 1 and fs.attrs["sample_rate"] == 16000
+
+
+def test_dask_workers_give_the_in_process_result(timecode_dir, tmp_path):
+    _extract(timecode_dir, tmp_path / "a.zarr", clips_per_task=1)
+    _extract(timecode_dir, tmp_path / "b.zarr", clips_per_task=1, workers=2)
+    a, b = FeatureStore(tmp_path / "a.zarr"), FeatureStore(tmp_path / "b.zarr")
+    assert np.array_equal(a.status(), b.status()) and np.all(b.status() == DONE)
+    for name in FEATURES + ("length",):
+        assert np.allclose(a.read(name, slice(None)).astype(np.float32),
+                           b.read(name, slice(None)).astype(np.float32), atol=2e-3), name
+
+
+def test_kill_9_then_resume_equals_an_uninterrupted_run(timecode_dir, tmp_path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for k in range(3):
+        for p in timecode_dir.glob("*.mp4"):
+            shutil.copy(p, videos / f"{k}_{p.name}")
+    out = tmp_path / "killed.zarr"
+    cmd = [sys.executable, "-m", "cli", "extract", "--videos", str(videos), "--out", str(out), "--random-weights",
+           "workers=0", "clip_model=avu-tiny-clip", "patch_grid=4", "clips_per_task=1", "clip_batch=16"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if (FeatureStore(out).status() == DONE).sum() >= 2:
+                break
+        except Exception:  # the store is not created yet
+            pass
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    status = FeatureStore(out).status()
+    assert 2 <= (status == DONE).sum() < len(status), "the kill must land mid-run"
+    assert proc.returncode == -signal.SIGKILL
+    resumed = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    whole = subprocess.run(cmd[:7] + [str(tmp_path / "whole.zarr")] + cmd[8:], cwd=REPO, capture_output=True)
+    assert whole.returncode == 0
+    a, b = FeatureStore(out), FeatureStore(tmp_path / "whole.zarr")
+    assert np.all(a.status() == DONE)
+    for name in FEATURES + ("length",):
+        assert np.array_equal(a.read(name, slice(None)), b.read(name, slice(None))), name
+
+
+def test_retry_failed_and_refusing_other_settings(bad_dir, tmp_path):
+    folder = tmp_path / "v"
+    shutil.copytree(bad_dir, folder)
+    out = tmp_path / "s.zarr"
+    _extract(folder, out)
+    shutil.copy(folder / "fps25.mp4", folder / "zero.mp4")            # the user fixes one file
+    assert _extract(folder, out).done == 0                            # not retried unless asked
+    summary = _extract(folder, out, retry_failed=True)
+    fs = FeatureStore(out)
+    assert summary.done == 1 and fs.status()[fs.index("zero")] == DONE and "zero" not in fs.failures
+    with pytest.raises(StoreError, match="patch_grid"):
+        _extract(folder, out, patch_grid=2)
+    (folder / "extra.mp4").write_bytes((folder / "fps25.mp4").read_bytes())
+    with pytest.raises(StoreError, match="another list of clips"):
+        _extract(folder, out)
+
+
+def test_cli_summary_exit_code_and_random_weight_warnings(bad_dir, tmp_path):
+    runner = CliRunner()
+    args = ["extract", "--videos", str(bad_dir), "--out", str(tmp_path / "s.zarr"), "--random-weights",
+            "workers=0", "clip_model=avu-tiny-clip", "patch_grid=4"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output                       # some clips failed
+    assert "RANDOM" in result.output and "no audio track" in result.output and "zero" in result.output
+    info = runner.invoke(app, ["info", str(tmp_path / "s.zarr")])
+    assert info.exit_code == 0 and "RANDOM" in info.output and "done 2" in info.output
+    missing = runner.invoke(app, ["extract", "--videos", str(bad_dir), "--out", str(tmp_path / "t.zarr"),
+                                  "workers=0", f"clip_weights={tmp_path}/nope.pt"])
+    assert missing.exit_code == 2 and "nope.pt" in missing.output
+    assert PENDING == 0
