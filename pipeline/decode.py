@@ -111,6 +111,49 @@ def frames_ffmpeg(path: Path, T: int, info: dict) -> np.ndarray:
     return frames
 
 
+def decode_images(frames: list, audio: Path, T: int, sr: int = 16000) -> Decoded:
+    """A clip given as one image per second (AVSBench) plus an audio file."""
+    from PIL import Image
+
+    audio = Path(audio)
+    for p in [*map(Path, frames[:T]), audio]:
+        if not p.is_file():
+            raise DecodeError(f"{p}: no such file")
+    try:
+        imgs = [np.asarray(Image.open(p).convert("RGB")) for p in frames[:T]]
+    except OSError as err:
+        raise DecodeError(f"{err}") from None
+    if len({im.shape for im in imgs}) > 1:
+        raise DecodeError(f"{frames[0]}: frames of one clip differ in size")
+    info = _probe(audio)
+    stream = next((s for s in info.get("streams", []) if s["codec_type"] == "audio"), None)
+    if stream is None:
+        raise DecodeError(f"{audio}: no audio track")
+    samples = read_audio(audio, sr, int(stream.get("channels") or 1))
+    return _pad(np.stack(imgs) if imgs else np.zeros((0, 1, 1, 3), np.uint8), samples, T, sr, audio, "images")
+
+
+def _pad(frames: np.ndarray, audio: np.ndarray, T: int, sr: int, path: Path, used: str) -> Decoded:
+    if len(frames) == 0:
+        raise DecodeError(f"{path}: no video frames decoded ({used})")
+    if audio.size == 0:
+        raise DecodeError(f"{path}: no audio samples decoded")
+    n_video, n_audio = len(frames), min(T, math.ceil(audio.size / sr))
+    if n_video < T:
+        frames = np.concatenate([frames, np.repeat(frames[-1:], T - n_video, axis=0)])
+    audio = audio[: T * sr].astype(np.float32, copy=False)
+    if audio.size < T * sr:
+        audio = np.pad(audio, (0, T * sr - audio.size))
+    return Decoded(np.ascontiguousarray(frames), audio, min(n_video, n_audio), used)
+
+
+def decode_source(source, T: int, sr: int = 16000, backend: str = "auto") -> Decoded:
+    """A source is a video path, or {"frames": [image paths, one per second], "audio": path}."""
+    if isinstance(source, dict):
+        return decode_images(source["frames"], source["audio"], T, sr)
+    return decode(source, T, sr, backend)
+
+
 def decode(path: Path, T: int, sr: int = 16000, backend: str = "auto") -> Decoded:
     """Frames and audio of the first T seconds of `path`; raises DecodeError naming the file."""
     path = Path(path)
@@ -136,14 +179,4 @@ def decode(path: Path, T: int, sr: int = 16000, backend: str = "auto") -> Decode
                 raise DecodeError(f"{path}: decord failed: {str(err)[:300]}") from None
     if used == "ffmpeg":
         frames = frames_ffmpeg(path, T, info)
-    if len(frames) == 0:
-        raise DecodeError(f"{path}: no video frames decoded ({used})")
-    if audio.size == 0:
-        raise DecodeError(f"{path}: no audio samples decoded")
-    n_video, n_audio = len(frames), min(T, math.ceil(audio.size / sr))
-    if n_video < T:
-        frames = np.concatenate([frames, np.repeat(frames[-1:], T - n_video, axis=0)])
-    audio = audio[: T * sr].astype(np.float32, copy=False)
-    if audio.size < T * sr:
-        audio = np.pad(audio, (0, T * sr - audio.size))
-    return Decoded(np.ascontiguousarray(frames), audio, min(n_video, n_audio), used)
+    return _pad(frames, audio, T, sr, path, used)

@@ -22,7 +22,7 @@ import torch
 
 from . import __version__
 from .config import ExtractConfig, as_dict, resolve_path
-from .decode import DecodeError, decode
+from .decode import DecodeError, decode_source
 from .encoders import (
     CLIP_URLS, VGGISH_URL, ClipEncoder, VGGishEncoder, WeightsError, clip_preprocess,
     file_sha256, missing_weights_message,
@@ -161,7 +161,9 @@ def _encode(clip: ClipEncoder, vggish: VGGishEncoder, decoded: list, T: int, sr:
 
 def process_clips(store_path: str, items: list[tuple[int, str]], cfg: ExtractConfig,
                   spec: EncoderSpec) -> list[ClipResult]:
-    """Decode, encode and write the clips `items` = [(index, video path)]; never raises per clip."""
+    """Decode, encode and write the clips `items` = [(index, source)]; never raises per clip.
+
+    A source is a video path or {"frames": [...], "audio": path} (see decode.decode_source)."""
     clip, vggish = load_encoders(spec)
     store = FeatureStore(store_path, mode="r+")
     frames_per_batch = max(cfg.clip_batch, cfg.T)
@@ -178,7 +180,7 @@ def process_clips(store_path: str, items: list[tuple[int, str]], cfg: ExtractCon
         ready.clear()
 
     with ThreadPoolExecutor(max(1, cfg.decode_threads)) as pool:
-        futures = [(i, p, pool.submit(decode, Path(p), cfg.T, cfg.sample_rate, cfg.decoder)) for i, p in items]
+        futures = [(i, p, pool.submit(decode_source, p, cfg.T, cfg.sample_rate, cfg.decoder)) for i, p in items]
         for i, p, fut in futures:                 # encode what is decoded while the rest decodes
             try:
                 ready.append((i, fut.result()))
@@ -247,14 +249,15 @@ def _batches(todo: list[int], size: int) -> list[list[int]]:
 
 
 def run_extract(
-    videos: list[Path],
+    videos: list,
     clip_ids: list[str],
     out: Path,
     cfg: ExtractConfig,
     on_results: Callable[[list[ClipResult]], None] | None = None,
     extra_attrs: dict | None = None,
 ) -> Summary:
-    """Extract `videos` into the store `out`, skipping clips already done; resumable."""
+    """Extract `videos` (sources: paths, or image-sequence dicts) into the store `out`, skipping
+    clips already done; resumable. `extra_attrs` go into a new store's attributes."""
     start = time.perf_counter()
     out = Path(out)
     n_workers = 0 if (cfg.workers == 0 and not cfg.scheduler) else cfg.workers
@@ -263,7 +266,7 @@ def run_extract(
         n_workers = gpus                                   # one worker per GPU
     threads = cfg.threads_per_worker or (max(1, (os.cpu_count() or 1) // n_workers) if n_workers else 0)
     spec, provenance = resolve_weights(cfg, cfg.device, threads)
-    sources = [str(Path(v).resolve()) for v in videos]
+    sources = [v if isinstance(v, dict) else str(Path(v).resolve()) for v in videos]
     store = open_or_create(out, clip_ids, sources, cfg, provenance, extra_attrs)
     status, old_failures = store.status(), store.failures
     todo = [i for i, s in enumerate(status) if s == PENDING or (s == FAILED and cfg.retry_failed)]

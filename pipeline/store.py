@@ -163,5 +163,22 @@ class FeatureStore:
         self.group.attrs["failures"] = failures
         self.group["status"][:] = status
 
+    def put(self, name: str, values: np.ndarray, per_clip: bool = True) -> None:
+        """Write a whole array from the driver (targets, ground truth, text embeddings),
+        replacing one of the same name. Per-clip arrays (first axis = clips) live at the top
+        level, chunked one clip per chunk; other arrays under `shared/`."""
+        values = np.asarray(values)
+        if per_clip and (values.ndim == 0 or len(values) != len(self)):
+            raise StoreError(f"{name}: per-clip array needs {len(self)} rows, got shape {values.shape}")
+        key = name if per_clip else f"shared/{name}"
+        arr = self.group.create_array(key, shape=values.shape, dtype=values.dtype, overwrite=True,
+                                      chunks=(1, *values.shape[1:]) if per_clip else values.shape,
+                                      compressors=ZstdCodec(level=3), fill_value=0)
+        arr[...] = values
+
+    def shared(self, name: str) -> np.ndarray:
+        """A non-per-clip array written with put(per_clip=False), e.g. text embeddings."""
+        return self.group[f"shared/{name}"][...]
+
     def set_attrs(self, **values) -> None:
         self.group.attrs.update(values)

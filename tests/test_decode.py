@@ -54,3 +54,23 @@ def test_bad_files_raise_errors_that_name_the_file_and_the_reason(bad_dir, tmp_p
         assert name in str(info.value)
     with pytest.raises(DecodeError, match="no such file"):
         decode(tmp_path / "missing.mp4", 10, SR)
+
+
+def test_image_sequence_sources_decode_like_videos(tmp_path):
+    from PIL import Image
+
+    from pipeline.decode import decode_source
+
+    s4 = need(SAMPLES / "avsbench" / "s4")
+    d = decode_source({"frames": [s4 / "0.jpg"], "audio": s4 / "audio.wav"}, T=5)
+    assert d.frames.shape == (5, 540, 720, 3) and d.audio.shape == (5 * SR,) and d.backend == "images"
+    assert d.length == 1                       # one real frame; the rest repeats it
+    assert np.array_equal(d.frames[4], np.asarray(Image.open(s4 / "0.jpg").convert("RGB")))
+    frames = []
+    for t in range(3):
+        frames.append(tmp_path / f"{t}.png")
+        Image.fromarray(np.full((8, 8, 3), grey_level(t), np.uint8)).save(frames[-1])
+    d = decode_source({"frames": frames, "audio": s4 / "audio.wav"}, T=3)
+    assert [int(f.mean()) for f in d.frames] == [grey_level(t) for t in range(3)] and d.length == 3
+    with pytest.raises(DecodeError, match="missing.png"):
+        decode_source({"frames": [tmp_path / "missing.png"], "audio": s4 / "audio.wav"}, T=3)
