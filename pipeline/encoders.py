@@ -192,12 +192,14 @@ class VGGishEncoder:
         net = _vgg(postprocess=False)
         if weights is not None:
             net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        self.net = net.to(self.device).eval().requires_grad_(False)
+        # channels-last convolutions: 0.29 vs 0.38 s per 10 s clip on 2 CPU cores (BENCHMARKS.md)
+        self.net = net.to(self.device, memory_format=torch.channels_last).eval().requires_grad_(False)
 
     @torch.inference_mode()
     def __call__(self, audio: torch.Tensor, T: int, sample_rate: int = 16000, batch: int = 128) -> torch.Tensor:
         """(B, T * sr) float32 -> (B, T, 128)."""
         examples = vggish_examples(audio.to(self.device, torch.float32), T, sample_rate)
+        examples = examples.contiguous(memory_format=torch.channels_last)
         out = torch.cat([self.net(examples[i : i + batch]) for i in range(0, len(examples), batch)])
         return out.reshape(audio.shape[0], T, -1)
 

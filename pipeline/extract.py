@@ -301,6 +301,7 @@ def _run_dask(tasks, store_path: str, cfg: ExtractConfig, spec: EncoderSpec, n_w
 
     from distributed import Client, LocalCluster, as_completed
 
+    logging.getLogger("distributed").setLevel(logging.ERROR)
     cluster, saved_env = None, dict(os.environ)
     if cfg.scheduler:
         client = Client(cfg.scheduler)

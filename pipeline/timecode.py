@@ -58,3 +58,24 @@ def write_clip(path: Path, seconds: float, fps: float = 25.0, size: tuple[int, i
 def dominant_hz(piece: np.ndarray, sample_rate: int) -> float:
     spectrum = np.abs(np.fft.rfft(piece * np.hanning(len(piece))))
     return float(np.argmax(spectrum) * sample_rate / len(piece))
+
+
+def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Write time-coded test clips (frame and tone encode the second).")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--clips", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--size", type=int, nargs=2, default=(320, 240))
+    args = ap.parse_args()
+    rates = [25.0, 30000 / 1001, 30.0, 24.0]
+    for k in range(args.clips):
+        path = args.out / f"clip{k:03d}.mp4"
+        if not path.exists():
+            write_clip(path, args.seconds - (k % 3 == 2) * 2.5, rates[k % len(rates)], tuple(args.size))
+    print(f"{args.clips} clips in {args.out}")
+
+
+if __name__ == "__main__":
+    main()

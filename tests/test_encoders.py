@@ -129,3 +129,16 @@ def test_local_weight_files_are_hashed_and_random_weights_are_seeded(tmp_path):
     load_encoders.cache_clear()
     b, _ = load_encoders(EncoderSpec(**{**rspec.__dict__}))
     assert torch.equal(a.model.visual.proj, b.model.visual.proj)   # same random model in every worker
+
+
+def test_vggish_encoder_equals_torchvggish_network():
+    from torchvggish.torchvggish import _vgg
+
+    torch.manual_seed(0)
+    ours = VGGishEncoder(None)                    # channels-last, batched
+    torch.manual_seed(0)
+    ref = _vgg(postprocess=False).eval()
+    audio = torch.randn(3, 4 * 16000) * 0.1
+    with torch.inference_mode():
+        expected = ref(vggish_examples(audio, 4)).reshape(3, 4, 128)
+    assert torch.allclose(ours(audio, 4), expected, atol=1e-5)

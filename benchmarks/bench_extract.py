@@ -1,0 +1,109 @@
+"""Extraction benchmark: the avu pipeline against a sequential baseline on the same clips.
+
+Baseline: one process, one clip at a time: decode, encode, write (the same decoder, encoders
+and store code, no Dask, no decode threads, no cross-clip batching). Pipeline: `run_extract`
+with Dask workers, decode threads and batched encoding, Dask start-up included. Also printed:
+decode-only and encode-only throughput, so the bound is visible.
+
+    python benchmarks/bench_extract.py --clips 32 --clip-model avu-tiny-clip
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pipeline.config import ExtractConfig  # noqa: E402
+from pipeline.decode import decode  # noqa: E402
+from pipeline.extract import (_encode, clip_dims, clip_ids_for, list_videos, load_encoders,  # noqa: E402
+                              resolve_weights, run_extract)
+from pipeline.store import create  # noqa: E402
+from pipeline.timecode import write_clip  # noqa: E402
+
+
+def make_clips(folder: Path, n: int, size: tuple[int, int]) -> list[Path]:
+    rates = [25.0, 30000 / 1001, 30.0, 24.0]
+    for k in range(n):
+        p = folder / f"clip{k:03d}.mp4"
+        if not p.exists():
+            write_clip(p, 10.0, rates[k % 4], size)
+    return list_videos(folder)
+
+
+def baseline(paths: list[Path], out: Path, cfg: ExtractConfig) -> float:
+    """One process, one clip at a time: decode, encode, write."""
+    spec, _ = resolve_weights(cfg, "cpu")
+    clip, vggish = load_encoders(spec)
+    D, P = clip_dims(cfg.clip_model, cfg.patch_grid)
+    store = create(out, clip_ids_for(paths, paths[0].parent), {
+        "audio": ((cfg.T, 128), "float16"), "visual": ((cfg.T, D), "float16"),
+        "patches": ((cfg.T, P, D), "float16")}, {})
+    start = time.perf_counter()
+    for i, p in enumerate(paths):
+        d = decode(p, cfg.T, cfg.sample_rate, cfg.decoder)
+        store.write_clip(i, _encode(clip, vggish, [d], cfg.T, cfg.sample_rate)[0])
+        store.mark_done([i], [d.length])
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clips", type=int, default=32)
+    ap.add_argument("--clip-model", default="avu-tiny-clip")
+    ap.add_argument("--patch-grid", type=int, default=4)
+    ap.add_argument("--size", type=int, nargs=2, default=(320, 240), help="frame size of the generated clips")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--clips-per-task", type=int, default=8)
+    ap.add_argument("--clip-batch", type=int, default=40)
+    args = ap.parse_args()
+
+    cfg = ExtractConfig(clip_model=args.clip_model, patch_grid=args.patch_grid, random_weights=True,
+                        workers=args.workers, clips_per_task=args.clips_per_task, clip_batch=args.clip_batch)
+    tmp = Path(tempfile.mkdtemp(prefix="avu-bench-"))
+    try:
+        paths = make_clips(tmp / "videos", args.clips, tuple(args.size))
+        n = len(paths)
+        print(f"{n} clips of 10 s, {args.size[0]}x{args.size[1]}, CLIP {args.clip_model} (random weights), "
+              f"patch grid {args.patch_grid}, {os.cpu_count()} cores, torch {torch.__version__}")
+
+        t = time.perf_counter()
+        decoded = [decode(p, cfg.T, cfg.sample_rate) for p in paths]
+        t_decode = time.perf_counter() - t
+        clip, vggish = load_encoders(resolve_weights(cfg, "cpu")[0])
+        _encode(clip, vggish, decoded[:2], cfg.T, cfg.sample_rate)           # warm-up
+        per = max(1, args.clip_batch // cfg.T)
+        t = time.perf_counter()
+        for k in range(0, n, per):
+            _encode(clip, vggish, decoded[k:k + per], cfg.T, cfg.sample_rate)
+        t_encode = time.perf_counter() - t
+        del decoded
+
+        t_base = baseline(paths, tmp / "baseline.zarr", cfg)
+        t = time.perf_counter()
+        summary = run_extract(paths, clip_ids_for(paths, tmp / "videos"), tmp / "pipeline.zarr", cfg)
+        t_pipe = time.perf_counter() - t
+        assert summary.done == n and not summary.failed
+
+        rows = [("decode only (1 process, sequential)", n / t_decode),
+                (f"encode only (1 process, {per} clips per batch)", n / t_encode),
+                ("baseline: sequential decode-encode-write", n / t_base),
+                (f"avu pipeline: {args.workers} Dask workers, Dask start-up included", n / t_pipe)]
+        for name, rate in rows:
+            print(f"{name:<62} {rate:7.2f} clips/s")
+        print(f"{'speed-up of the pipeline over the baseline':<62} {t_base / t_pipe:7.2f} x")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
