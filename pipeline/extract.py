@@ -66,6 +66,7 @@ class Summary:
     failed_before: dict[str, str] = field(default_factory=dict)
     ffmpeg_fallbacks: int = 0
     seconds: float = 0.0
+    startup_seconds: float = 0.0     # starting workers and building their encoders
     random_weights: bool = False
 
 
@@ -121,12 +122,16 @@ def _worker_device(device: str) -> str:
         return device
     if not torch.cuda.is_available():
         return "cpu"
+    name = _worker_name
     try:
         from distributed import get_worker
 
         name = get_worker().name
+    except (ImportError, ValueError):
+        pass
+    try:
         return f"cuda:{int(name) % torch.cuda.device_count()}"
-    except (ImportError, ValueError, TypeError):
+    except (TypeError, ValueError):   # not a numbered local worker: its CUDA_VISIBLE_DEVICES decides
         return "cuda"
 
 
@@ -287,22 +292,36 @@ def run_extract(
 
     tasks = [[(i, sources[i]) for i in batch] for batch in _batches(todo, cfg.clips_per_task)]
     if tasks and n_workers == 0:
+        t0 = time.perf_counter()
+        load_encoders(spec)
+        summary.startup_seconds = time.perf_counter() - t0
         for items in tasks:
             record(process_clips(str(out), items, cfg, spec))
     elif tasks:
-        _run_dask(tasks, str(out), cfg, spec, n_workers, gpus, record)
+        summary.startup_seconds = _run_dask(tasks, str(out), cfg, spec, n_workers, gpus, record)
     summary.seconds = time.perf_counter() - start
     return summary
 
 
+_worker_name = None
+
+
+def _warm(spec: EncoderSpec, dask_worker=None) -> None:
+    """Build this worker's encoders (run on every worker through Client.run)."""
+    global _worker_name
+    _worker_name = getattr(dask_worker, "name", None)
+    load_encoders(spec)
+
+
 def _run_dask(tasks, store_path: str, cfg: ExtractConfig, spec: EncoderSpec, n_workers: int,
-              gpus: int, record: Callable[[list[ClipResult]], None]) -> None:
+              gpus: int, record: Callable[[list[ClipResult]], None]) -> float:
+    """Run the tasks on Dask workers; returns the seconds spent starting them."""
     import logging
 
     from distributed import Client, LocalCluster, as_completed
 
     logging.getLogger("distributed").setLevel(logging.ERROR)
-    cluster, saved_env = None, dict(os.environ)
+    t0, cluster, saved_env = time.perf_counter(), None, dict(os.environ)
     if cfg.scheduler:
         client = Client(cfg.scheduler)
     else:
@@ -311,6 +330,9 @@ def _run_dask(tasks, store_path: str, cfg: ExtractConfig, spec: EncoderSpec, n_w
                                resources={"GPU": 1} if gpus else None)
         client = Client(cluster)
     try:
+        client.wait_for_workers(1, timeout=300)
+        client.run(_warm, spec)        # every worker builds its encoders once, before any clip
+        startup = time.perf_counter() - t0
         resources = {"GPU": 1} if gpus and not cfg.scheduler else None
         futures = {
             client.submit(process_clips, store_path, items, cfg, spec, pure=False, resources=resources): items
@@ -329,3 +351,4 @@ def _run_dask(tasks, store_path: str, cfg: ExtractConfig, spec: EncoderSpec, n_w
             cluster.close()
         os.environ.clear()               # LocalCluster sets OMP_NUM_THREADS=1 in this process too
         os.environ.update(saved_env)
+    return startup

@@ -1,0 +1,276 @@
+"""MS-STPM, the token interface and the task heads on tiny random data (CPU, seconds)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import trainer.attention as attention
+from trainer.attention import attention_impl, get_attention_impl, window_mask
+from trainer.model import AVUnified, ModelConfig, TPMLayer, default_scales
+from trainer.tasks import TASKS
+
+D_CLIP, V, M, B = 24, 160, 16, 3
+# variant -> task; "s4" and "avss" are the two modes of the "avs" head
+VARIANTS = {"ave": "ave", "llp": "llp", "vggss": "vggss", "s4": "avs", "avss": "avs", "avqa": "avqa"}
+VALID_IDS = {"ave": torch.arange(0, 29), "llp": torch.arange(29, 54), "vggss": None, "s4": None,
+             "avss": torch.arange(60, 131), "avqa": torch.arange(140, 150)}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors gain nothing from threads, and on busy cores OpenMP threads contend."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_config(**kw) -> ModelConfig:
+    base = dict(d_model=32, n_heads=2, d_ff=32, T=10, visual_dim=D_CLIP, n_patches=M,
+                mask_channels=16, dropout=0.0)
+    return ModelConfig(**{**base, **kw})
+
+
+def build(cfg: ModelConfig, seed: int = 0) -> AVUnified:
+    torch.manual_seed(seed)
+    return AVUnified(cfg, {name: task.Head(cfg) for name, task in TASKS.items()})
+
+
+def box_masks(g: torch.Generator, b: int, T: int, size: int, classes: int) -> torch.Tensor:
+    """One random rectangle of a random class (>= 1) per frame on background 0: (b, T, size, size)."""
+    masks = torch.zeros(b, T, size, size, dtype=torch.long)
+    for i in range(b):
+        for t in range(T):
+            y0, x0 = torch.randint(0, size // 2, (2,), generator=g).tolist()
+            h, w = torch.randint(2, size // 2, (2,), generator=g).tolist()
+            masks[i, t, y0:y0 + h, x0:x0 + w] = torch.randint(1, classes, (1,), generator=g).item()
+    return masks
+
+
+def make_batch(variant: str, T: int = 5, b: int = B, seed: int = 0, m: int = M,
+               d: int = D_CLIP) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    batch = {"audio": torch.randn(b, T, 128, generator=g), "visual": torch.randn(b, T, d, generator=g),
+             "patches": torch.randn(b, T, m, d, generator=g), "prompt": torch.randn(b, d, generator=g)}
+    if variant == "ave":
+        batch["labels"] = torch.randint(0, 29, (b, T), generator=g)
+    elif variant == "llp":
+        del batch["patches"]  # the LLP head skips SPM, so patches need not be loaded
+        batch["video_labels"] = (torch.rand(b, 25, generator=g) < 0.2).float()
+    elif variant == "s4":
+        batch["masks"] = box_masks(g, b, T, 16, 2).float()
+        batch["mask_valid"] = torch.zeros(b, T, dtype=torch.bool)
+        batch["mask_valid"][:, 0] = True  # S4 training: only the first frame is annotated
+    elif variant == "avss":
+        batch["masks"] = box_masks(g, b, T, 16, 71)
+        batch["mask_valid"] = torch.ones(b, T, dtype=torch.bool)
+        batch["mask_valid"][0, T // 2:] = False  # a padded clip
+    elif variant == "avqa":
+        batch["answer"] = torch.randint(0, 10, (b,), generator=g)
+    return batch
+
+
+def vocab(seed: int = 1, d: int = D_CLIP) -> torch.Tensor:
+    return torch.randn(V, d, generator=torch.Generator().manual_seed(seed))
+
+
+def run(model: AVUnified, variant: str, batch: dict) -> tuple[dict, torch.Tensor]:
+    out = model(batch, VARIANTS[variant], vocab(d=batch["prompt"].shape[-1]), VALID_IDS[variant])
+    return out, TASKS[VARIANTS[variant]].loss(out, batch)
+
+
+# ---------------------------------------------------------------------------------- attention
+
+@pytest.mark.parametrize("T", [5, 10, 60])
+def test_window_mask_matches_hand_built(T):
+    for S in (0, 2, 4, 6, 8, 16, 32, 64, 128):
+        mask = window_mask(T, S, torch.device("cpu"))
+        if S == 0 or S // 2 >= T - 1:
+            assert mask is None  # full window: no mask, so flash stays eligible
+            continue
+        hand = torch.tensor([[abs(i - j) <= S // 2 for j in range(T)] for i in range(T)])
+        assert torch.equal(mask, hand)
+        assert window_mask(T, S, torch.device("cpu")) is mask  # cached
+
+
+@pytest.mark.parametrize("T", [5, 10, 60])
+def test_tpm_layers_get_their_scale_masks(T, monkeypatch):
+    cfg = tiny_config(T=60)
+    assert cfg.scales == default_scales(60) == (2, 4, 8, 16, 32, 0)
+    model = build(cfg)
+    seen = []
+    inner = attention.attend
+    monkeypatch.setattr(attention, "attend", lambda q, k, v, mask=None, dropout_p=0.0:
+                        seen.append(mask) or inner(q, k, v, mask, dropout_p))
+    model.tpm(torch.randn(2, T, 32), torch.randn(2, T, 32))
+    assert len(seen) == 2 * len(cfg.scales)  # cross-modal + self attention per layer
+    for layer, S in enumerate(cfg.scales):
+        hand = torch.tensor([[abs(i - j) <= S // 2 for j in range(T)] for i in range(T)])
+        for mask in seen[2 * layer: 2 * layer + 2]:
+            if S == 0 or S // 2 >= T - 1:
+                assert mask is None
+            else:
+                assert mask is not None and torch.equal(mask, hand), (T, S)
+
+
+@pytest.mark.parametrize("S", [2, 4])
+def test_windowed_layer_is_local(S):
+    """True in the mask means "may attend": a change at j reaches only |i - j| <= S / 2."""
+    torch.manual_seed(0)
+    layer = TPMLayer(tiny_config()).eval()
+    T, j = 10, 6
+    x, other = torch.randn(1, T, 32), torch.randn(1, T, 32)
+    y = layer(x, other, window_mask(T, S, x.device))
+    other2 = other.clone()
+    other2[0, j] += 1.0
+    changed = (layer(x, other2, window_mask(T, S, x.device)) - y).abs().sum(-1)[0] > 1e-6
+    assert changed.tolist() == [abs(i - j) <= S // 2 for i in range(T)]
+
+
+def test_switch_selects_kernel(monkeypatch):
+    calls = []
+    sdpa = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or sdpa(*a, **k))
+    model = build(tiny_config())
+    batch = make_batch("ave")
+    assert get_attention_impl() == "fused"
+    run(model, "ave", batch)
+    n_fused = len(calls)
+    with attention_impl("naive"):
+        run(model, "ave", batch)
+    assert n_fused > 0 and len(calls) == n_fused and get_attention_impl() == "fused"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_fused_matches_naive(variant):
+    model = build(tiny_config())
+    batch = make_batch(variant)
+    results = {}
+    for impl in ("fused", "naive"):
+        model.zero_grad()
+        with attention_impl(impl):
+            out, loss = run(model, variant, batch)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results[impl] = ({k: v.detach() for k, v in out.items()}, grads)
+    (out_f, g_f), (out_n, g_n) = results["fused"], results["naive"]
+    for k in out_f:
+        torch.testing.assert_close(out_f[k], out_n[k], atol=1e-5, rtol=1e-5, msg=k)
+    assert g_f.keys() == g_n.keys() and len(g_f) > 20
+    for n in g_f:
+        torch.testing.assert_close(g_f[n], g_n[n], atol=1e-5, rtol=1e-5, msg=n)
+
+
+# ---------------------------------------------------------------------------------- heads
+
+@pytest.mark.parametrize("T", [5, 10, 60])
+def test_decoded_shapes(T):
+    model = build(tiny_config()).eval()
+    g = 4
+    expect = {"ave": {"labels": (2, T)},
+              "llp": {"global_prob": (2, 25), "frame_prob_a": (2, T, 25), "frame_prob_v": (2, T, 25)},
+              "vggss": {"heatmap": (2, g, g)},
+              "s4": {"mask_logits": (2, T, 32, 32)},
+              "avss": {"mask_classes": (2, T, 32, 32)},
+              "avqa": {"answer": (2,)}}
+    with torch.no_grad():
+        for variant, shapes in expect.items():
+            out, loss = run(model, variant, make_batch(variant, T=T, b=2))
+            task = TASKS[VARIANTS[variant]]
+            pred = task.decode(out, size=32) if task is TASKS["avs"] else task.decode(out)
+            assert {k: tuple(v.shape) for k, v in pred.items()} == shapes
+            assert torch.isfinite(loss)
+    assert out["patches"].shape == (2, T, M, 32) and out["audio"].shape == (2, T, 32)
+
+
+@pytest.mark.parametrize("grid,width", [(7, 40), (2, 16)])
+def test_any_grid_and_feature_width(grid, width):
+    model = build(tiny_config(n_patches=grid * grid, visual_dim=width, d_model=48, n_heads=3)).eval()
+    with torch.no_grad():
+        for variant in VARIANTS:
+            out, loss = run(model, variant, make_batch(variant, T=10, m=grid * grid, d=width))
+            assert torch.isfinite(loss)
+            if variant == "vggss":
+                assert TASKS["vggss"].decode(out)["heatmap"].shape == (B, grid, grid)
+    assert out["patches"].shape == (B, 10, grid * grid, 48)
+
+
+def test_token_logits_are_constrained_to_valid_ids():
+    model = build(tiny_config())
+    for variant in ("ave", "avqa"):
+        out, _ = run(model, variant, make_batch(variant))
+        ids = VALID_IDS[variant]
+        tok = out["token_logits"]
+        outside = torch.ones(V, dtype=torch.bool)
+        outside[ids] = False
+        assert torch.isneginf(tok[..., outside]).all() and torch.isfinite(tok[..., ids]).all()
+        assert torch.equal(out["class_logits"], tok[..., ids])
+        pred = TASKS[variant].decode(out)["labels" if variant == "ave" else "answer"]
+        assert torch.equal(ids[pred], tok.argmax(-1))  # class index <-> token id
+
+
+def test_avs_loss_ignores_invalid_frames():
+    model = build(tiny_config())
+    batch = make_batch("s4")
+    out, loss = run(model, "s4", batch)
+    batch["masks"][:, 1:] = 1 - batch["masks"][:, 1:]  # change only unannotated frames
+    assert torch.equal(TASKS["avs"].loss(out, batch), loss)
+
+
+BACKBONE = ("embed.", "tpm.", "spm.", "tpgl.")
+AVS_TRUNK = ("heads.avs.patch.", "heads.avs.audio.", "heads.avs.up.")
+USES = {  # parameter name prefixes each variant must train, and nothing else
+    "ave": BACKBONE + ("tokens.", "heads.ave."),
+    "llp": ("embed.audio.", "embed.visual.", "embed.prompt.", "tpm.", "tpgl.key_tpm.",
+            "tokens.vocab_proj.", "tokens.logit_scale", "heads.llp."),
+    "vggss": BACKBONE + ("heads.vggss.",),
+    "s4": BACKBONE + AVS_TRUNK + ("heads.avs.binary.",),
+    "avss": BACKBONE + AVS_TRUNK + ("tokens.vocab_proj.", "tokens.logit_scale", "heads.avs.classes."),
+    "avqa": BACKBONE + ("tokens.", "heads.avqa."),
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_gradients_reach_exactly_the_used_params(variant):
+    """Every parameter under the variant's prefixes gets a nonzero gradient; no other does."""
+    model = build(tiny_config())
+    _, loss = run(model, variant, make_batch(variant))
+    loss.backward()
+    names = [n for n, _ in model.named_parameters()]
+    expected = {n for n in names if n.startswith(USES[variant])}
+    reached = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert len(expected) >= 20 and any(n.startswith("heads.") for n in expected)
+    assert expected - reached == set(), "no gradient"
+    assert reached - expected == set(), "unexpected gradient"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_overfits_tiny_batch(variant):
+    model = build(tiny_config())
+    batch = make_batch(variant, b=4)
+    floor = 0.0
+    if variant == "llp":  # the smoothed visual target leaves an entropy floor
+        y = 0.9 * batch["video_labels"] + 0.05
+        floor = float(-(y * y.log() + (1 - y) * (1 - y).log()).mean())
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(300):
+        _, loss = run(model, variant, batch)
+        if loss.item() - floor < 0.05:
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    assert loss.item() - floor < 0.05, (variant, loss.item(), floor)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_bf16_autocast_forward(variant):
+    model = build(tiny_config()).eval()
+    batch = make_batch(variant, T=10)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out, loss = run(model, variant, batch)
+        pred = TASKS[VARIANTS[variant]].decode(out)
+    assert out["audio"].dtype == torch.bfloat16
+    assert torch.isfinite(loss) and all(torch.isfinite(v.float()).all() for v in pred.values())

@@ -1,0 +1,77 @@
+"""AVSBench: a small mask decoder over the SPM patch grid (paper Fig. 3), upsampled to masks.
+
+S4 / MS3 (valid_ids None): one logit per pixel, BCE. AVSS (valid_ids = the 71 class tokens,
+background first): pixel embeddings scored by cosine against the class tokens' embeddings
+(shared TokenHead projection and scale, mapped to the decoder width), per-pixel CE.
+The head works at 4 g x 4 g; the loss upsamples only the valid frames (`mask_valid` (B, T):
+S4 trains on the first frame only, AVSS on the real frames of padded clips) to the target
+masks' size; decode upsamples to `size` (AVSBench: 224). Binary `masks` are {0, 1} (any nonzero =
+sounding), AVSS `masks` are class indices. MS3's extra mask-similarity term is not used.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from trainer.model import ModelConfig, TokenHead
+
+
+def up_block(c: int) -> nn.Sequential:
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                         nn.Conv2d(c, c, 3, padding=1), nn.GroupNorm(8, c), nn.ReLU())
+
+
+class Head(nn.Module):
+    uses_patches = True
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        c = cfg.mask_channels
+        self.grid = cfg.grid
+        self.patch = nn.Conv2d(cfg.d_model, c, 1)
+        self.audio = nn.Linear(cfg.d_model, c)  # the frame's SPM audio conditions every pixel
+        self.up = nn.Sequential(up_block(c), up_block(c))  # g -> 4g
+        self.binary = nn.Conv2d(c, 1, 1)
+        self.classes = nn.Linear(cfg.d_model, c)  # class token embeddings -> pixel space
+
+    def forward(self, feats: dict[str, Tensor], tokens: TokenHead, vocab_emb: Tensor | None = None,
+                valid_ids: Tensor | None = None) -> dict[str, Tensor]:
+        p, a = feats["patches"], feats["spm_audio"]  # (B, T, M, D), (B, T, D)
+        B, T, M, D = p.shape
+        g = self.grid
+        assert M == g * g, f"{M} patches do not match the configured {g}x{g} grid"
+        x = p.reshape(B * T, g, g, D).permute(0, 3, 1, 2)  # (BT, D, g, g)
+        x = self.up(self.patch(x) + self.audio(a).reshape(B * T, -1, 1, 1))  # (BT, c, 4g, 4g)
+        if valid_ids is None:
+            logits = self.binary(x)  # (BT, 1, 4g, 4g)
+        else:
+            k = F.normalize(self.classes(tokens.class_embeddings(vocab_emb, valid_ids)), dim=-1)  # (K, c)
+            x = F.normalize(x.float(), dim=1)
+            logits = tokens.scale() * torch.einsum("nchw,kc->nkhw", x, k)  # (BT, K, 4g, 4g)
+        return {"mask_logits": logits.view(B, T, *logits.shape[1:])}  # (B, T, K, 4g, 4g)
+
+
+def loss(outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> Tensor:
+    valid = batch["mask_valid"].bool()  # (B, T)
+    logits, masks = outputs["mask_logits"][valid], batch["masks"][valid]  # (n, K, h, w), (n, H, W)
+    if len(masks) == 0:
+        return outputs["mask_logits"].sum() * 0.0
+    logits = F.interpolate(logits.float(), size=masks.shape[-2:], mode="bilinear", align_corners=False)
+    if logits.shape[1] == 1:
+        return F.binary_cross_entropy_with_logits(logits[:, 0], (masks != 0).float())
+    return F.cross_entropy(logits, masks.long())
+
+
+def decode(outputs: dict[str, Tensor], size: int = 224) -> dict[str, Tensor]:
+    """S4 / MS3: mask_logits (B, T, size, size), pre-sigmoid (metrics.avs_miou / avs_fscore).
+    AVSS: mask_classes (B, T, size, size) long (metrics.avss_class_sums)."""
+    logits = outputs["mask_logits"]
+    B, T = logits.shape[:2]
+    up = F.interpolate(logits.flatten(0, 1).float(), size=(size, size), mode="bilinear",
+                       align_corners=False).view(B, T, -1, size, size)
+    if up.shape[2] == 1:
+        return {"mask_logits": up[:, :, 0]}
+    return {"mask_classes": up.argmax(2)}
