@@ -65,9 +65,9 @@ def main() -> None:
     ap.add_argument("--clip-model", default="avu-tiny-clip")
     ap.add_argument("--patch-grid", type=int, default=4)
     ap.add_argument("--size", type=int, nargs=2, default=(320, 240), help="frame size of the generated clips")
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--clips-per-task", type=int, default=8)
-    ap.add_argument("--clip-batch", type=int, default=40)
+    ap.add_argument("--workers", type=int, default=ExtractConfig.workers)
+    ap.add_argument("--clips-per-task", type=int, default=ExtractConfig.clips_per_task)
+    ap.add_argument("--clip-batch", type=int, default=ExtractConfig.clip_batch)
     args = ap.parse_args()
 
     cfg = ExtractConfig(clip_model=args.clip_model, patch_grid=args.patch_grid, random_weights=True,

@@ -36,9 +36,9 @@ class ExtractConfig:
     random_weights: bool = False     # explicit opt-in; recorded in the store and in every output
     download: bool = False           # allow fetching weights from the official URLs
     device: str = "auto"             # auto | cpu | cuda | cuda:N
-    clip_batch: int = 64             # frames per CLIP forward pass
-    clips_per_task: int = 4          # clips decoded and encoded together by one worker task
-    decode_threads: int = 2          # decoder threads inside a worker (overlap with encoding)
+    clip_batch: int = 80             # frames per encoder batch (CLIP; VGGish gets the same clips)
+    clips_per_task: int = 8          # clips decoded and encoded together by one worker task
+    decode_threads: int = 1          # decoder threads inside a worker (overlap with encoding)
     workers: int = 2                 # local Dask workers; 0 runs in this process without Dask
     scheduler: typing.Optional[str] = None   # address of an existing Dask scheduler
     threads_per_worker: int = 0      # torch threads per worker; 0 = cores / workers

@@ -60,15 +60,35 @@ def _rate(stream: dict) -> float:
     return 0.0
 
 
-def read_audio(path: Path, sr: int, channels: int) -> np.ndarray:
-    """Mono float32 at `sr`: the MEAN of the channels (ffmpeg's -ac 1 gives (L+R)/sqrt(2))."""
+def _wav_payload(wav: bytes, path: Path) -> tuple[np.ndarray, int]:
+    """Float32 samples and channel count of a streamed WAV (its data size field is unset)."""
+    pos, channels = 12, 0
+    while pos + 8 <= len(wav):
+        chunk, size = wav[pos:pos + 4], int.from_bytes(wav[pos + 4:pos + 8], "little")
+        if chunk == b"fmt ":
+            channels = int.from_bytes(wav[pos + 10:pos + 12], "little")
+        elif chunk == b"data":
+            data = np.frombuffer(wav[pos + 8:], np.uint8)
+            return data[: data.size // 4 * 4].view(np.float32), channels
+        pos += 8 + size + (size & 1)
+    raise DecodeError(f"{path}: ffmpeg returned no audio data")
+
+
+def read_audio(path: Path, sr: int) -> np.ndarray:
+    """Mono float32 at `sr`: the MEAN of the channels (ffmpeg's -ac 1 gives (L+R)/sqrt(2)).
+
+    One ffmpeg call and no ffprobe: the WAV header it writes tells the channel count."""
     try:
-        pcm, _ = (ffmpeg.input(str(path))
-                  .audio.output("pipe:", format="f32le", acodec="pcm_f32le", ar=sr, ac=channels)
+        wav, _ = (ffmpeg.input(str(path))
+                  .output("pipe:", format="wav", acodec="pcm_f32le", ar=sr, map="0:a:0")
                   .run(capture_stdout=True, capture_stderr=True))
     except ffmpeg.Error as err:
+        if b"matches no streams" in (err.stderr or b""):
+            raise DecodeError(f"{path}: no audio track") from None
         raise _ffmpeg_error(path, err) from None
-    samples = np.frombuffer(pcm, np.float32)
+    samples, channels = _wav_payload(wav, path)
+    if channels < 1:
+        raise DecodeError(f"{path}: ffmpeg wrote audio without a channel count")
     return samples[: samples.size // channels * channels].reshape(-1, channels).mean(axis=1)
 
 
@@ -125,11 +145,7 @@ def decode_images(frames: list, audio: Path, T: int, sr: int = 16000) -> Decoded
         raise DecodeError(f"{err}") from None
     if len({im.shape for im in imgs}) > 1:
         raise DecodeError(f"{frames[0]}: frames of one clip differ in size")
-    info = _probe(audio)
-    stream = next((s for s in info.get("streams", []) if s["codec_type"] == "audio"), None)
-    if stream is None:
-        raise DecodeError(f"{audio}: no audio track")
-    samples = read_audio(audio, sr, int(stream.get("channels") or 1))
+    samples = read_audio(audio, sr)
     return _pad(np.stack(imgs) if imgs else np.zeros((0, 1, 1, 3), np.uint8), samples, T, sr, audio, "images")
 
 
@@ -163,20 +179,14 @@ def decode(path: Path, T: int, sr: int = 16000, backend: str = "auto") -> Decode
         raise DecodeError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise DecodeError(f"{path}: empty file (0 bytes)")
-    info = _probe(path)
-    kinds = {s["codec_type"]: s for s in reversed(info.get("streams", []))}
-    if "video" not in kinds:
-        raise DecodeError(f"{path}: no video stream")
-    if "audio" not in kinds:
-        raise DecodeError(f"{path}: no audio track")
-    audio = read_audio(path, sr, int(kinds["audio"].get("channels") or 1))
-    used = "ffmpeg"
+    audio = read_audio(path, sr)            # raises "no audio track" where there is none
     if backend != "ffmpeg":
         try:
-            frames, used = frames_decord(path, T), "decord"
+            return _pad(frames_decord(path, T), audio, T, sr, path, "decord")
         except Exception as err:  # decord raises bare RuntimeErrors (DECORDError) of many kinds
             if backend == "decord":
                 raise DecodeError(f"{path}: decord failed: {str(err)[:300]}") from None
-    if used == "ffmpeg":
-        frames = frames_ffmpeg(path, T, info)
-    return _pad(frames, audio, T, sr, path, used)
+    info = _probe(path)
+    if not any(s["codec_type"] == "video" for s in info.get("streams", [])):
+        raise DecodeError(f"{path}: no video stream")
+    return _pad(frames_ffmpeg(path, T, info), audio, T, sr, path, "ffmpeg")
