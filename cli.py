@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -40,7 +41,11 @@ def _random_banner() -> None:
 @app.command()
 def extract(
     overrides: Optional[List[str]] = OVERRIDES,
-    videos: Path = typer.Option(..., "--videos", help="Folder of videos (searched recursively)."),
+    videos: Optional[Path] = typer.Option(None, "--videos", help="Folder of videos (searched recursively)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Instead of --videos: a benchmark, one of "
+                                          "ave, llp, vggss, avs-s4, avs-ms3, avss, music-avqa (needs --root)."),
+    root: Optional[Path] = typer.Option(None, "--root", help="The benchmark's folder (official layout; see the "
+                                        "datasets section of stages.yaml)."),
     out: Path = typer.Option(..., "--out", help="Zarr store to create or resume."),
     workers: Optional[int] = typer.Option(None, help="Local Dask workers (0: in this process). "
                                           "With GPUs: one per GPU."),
@@ -52,33 +57,56 @@ def extract(
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Retry clips that failed before."),
     config: Optional[Path] = typer.Option(None, help="Settings file (default: the shipped stages.yaml)."),
 ) -> None:
-    """Decode videos at 1 fps / 16 kHz, run CLIP and VGGish, cache features in a Zarr store."""
-    from pipeline.config import ConfigError, load_stage, parse_overrides
+    """Decode videos at 1 fps / 16 kHz, run CLIP and VGGish, cache features in a Zarr store.
+
+    With --dataset NAME --root DIR: a benchmark's clips, splits, targets and text embeddings.
+    Clips whose media are missing are listed in STORE.missing.txt."""
+    from pipeline.config import ConfigError, DatasetsConfig, load_stage, parse_overrides
+    from pipeline.datasets import DatasetError, extract_dataset, load_dataset, missing_list, present
     from pipeline.encoders import WeightsError
     from pipeline.extract import clip_ids_for, list_videos, run_extract
     from pipeline.store import StoreError
 
+    if (videos is None) == (dataset is None) or (dataset is not None) != (root is not None):
+        _fail("give either --videos DIR, or --dataset NAME with --root DIR")
     flags = {k: v for k, v in {"workers": workers, "scheduler": scheduler}.items() if v is not None}
     flags.update({k: True for k, v in {"random_weights": random_weights, "download": download,
                                         "retry_failed": retry_failed}.items() if v})
     try:
-        cfg = load_stage("extract", config, {**parse_overrides(overrides or []), **flags})
-        paths = list_videos(videos)
-    except (ConfigError, FileNotFoundError) as err:
+        values = parse_overrides(overrides or [])
+        names = {f.name for f in dataclasses.fields(DatasetsConfig)} if dataset else set()
+        dcfg = load_stage("datasets", config, {k: v for k, v in values.items() if k in names})
+        cfg = load_stage("extract", config, {**{k: v for k, v in values.items() if k not in names}, **flags})
+        if dataset:
+            ds = load_dataset(dataset, root, dcfg)
+            todo, missing = present(ds)
+        else:
+            paths = list_videos(videos)
+            todo = paths
+    except (ConfigError, FileNotFoundError, DatasetError) as err:
         _fail(str(err))
-    if not paths:
+    if not todo and videos:
         _fail(f"{videos}: no video files found")
+    if not todo:
+        where = missing[0].source if missing else root
+        _fail(f"{dataset}: none of the {len(missing)} clips' media found (e.g. {where}); check --root and the "
+              f"datasets section of stages.yaml")
+    if dataset:
+        _print_dataset(ds, len(todo), missing, missing_list(out))
     if cfg.random_weights:
         _random_banner()
     with _progress() as progress:
-        task = progress.add_task("extract", total=len(paths), failed=0, rate="")
+        task = progress.add_task("extract", total=len(todo), failed=0, rate="")
 
         def on_results(results) -> None:
             t = progress.tasks[task]
             progress.update(task, advance=len(results), failed=t.fields["failed"] + sum(not r.ok for r in results),
                             rate=f"{(t.completed + len(results)) / max(t.elapsed or 0, 1e-9):.2f} clips/s")
         try:
-            summary = run_extract(paths, clip_ids_for(paths, videos), out, cfg, on_results)
+            if dataset:
+                summary, _ = extract_dataset(ds, out, cfg, on_results)
+            else:
+                summary = run_extract(paths, clip_ids_for(paths, videos), out, cfg, on_results)
         except (WeightsError, StoreError, ValueError) as err:
             progress.stop()
             _fail(str(err))
@@ -90,6 +118,35 @@ def extract(
     _print_summary(summary, out)
     if summary.failed or summary.failed_before:
         raise typer.Exit(1)
+
+
+def _print_dataset(ds, n_present: int, missing: list, listing: Path) -> None:
+    splits = ", ".join(f"{s} {len(ds.split(s))}" for s in ds.split_names())
+    console.print(f"[bold]{ds.name}[/]: {len(ds.clips)} clips ({splits}), T = {ds.T}; media found for {n_present}")
+    if missing:
+        console.print(f"[yellow]missing media: {len(missing)} clips[/] (listed in {listing}), "
+                      f"e.g. {missing[0].clip_id}")
+    quirks = ", ".join(f"{k} {v}" for k, v in ds.quirks.items() if v)
+    if quirks:
+        console.print(f"quirks handled: {quirks}")
+
+
+@app.command()
+def synth(
+    out: Path = typer.Option(..., "--out", help="Folder to write the seven datasets into (one folder each)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same files."),
+    clips: int = typer.Option(16, "--clips", help="Training clips per dataset (val and test get half)."),
+) -> None:
+    """Generate the built-in synthetic mini-benchmark: all seven datasets in their official layouts.
+
+    Seeded and deterministic; a dataset folder that already exists under --out is kept."""
+    from pipeline.synth import generate
+
+    with console.status("writing the synthetic datasets"):
+        roots = generate(out, seed, clips)
+    console.print(f"{len(roots)} datasets in {out}; extract them with:")
+    for name, root in roots.items():
+        typer.echo(f"  avu extract --dataset {name} --root {root} --out {Path(out) / (name + '.zarr')}")
 
 
 def _progress() -> Progress:
@@ -145,6 +202,19 @@ def info(store: Path = typer.Argument(..., help="A feature store made by `avu ex
     console.print(f"encoders: {enc}; avu {attrs.get('avu_version')}")
     for clip_id, reason in list(fs.failures.items())[:20]:
         console.print(f"  [red]✗[/] {clip_id}: {reason}")
+
+
+@app.command()
+def report(
+    runs: List[Path] = typer.Argument(..., help="Run directories written by avu train / avu eval."),
+    split: str = typer.Option("test", help="Which eval/<split> to report."),
+    fmt: str = typer.Option("rich", "--format", help="rich | markdown | csv | json"),
+    plots: Optional[Path] = typer.Option(None, "--plots", help="Write PNG figures to this folder."),
+) -> None:
+    """Our scores beside the paper's Tables I-VI (and optional figures)."""
+    from trainer.report import report as make_report
+
+    raise typer.Exit(make_report(runs, split, fmt, plots, err_console=console))
 
 
 def main() -> None:

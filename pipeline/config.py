@@ -46,7 +46,66 @@ class ExtractConfig:
     retry_failed: bool = False       # re-run clips that failed before
 
 
-STAGES: dict[str, type] = {"extract": ExtractConfig}
+@dataclass
+class DatasetsConfig:
+    """Stage one with --dataset: where each benchmark's files lie under --root (the official
+    layouts by default), and how targets are made. Video paths are templates ({id}, {file})."""
+
+    avs_mask_size: int = 224         # AVSBench masks are resized (nearest) to this square
+    ave_annotations: str = "."       # Annotations.txt, {train,val,test}_order.h5 or DERIVED_ave_splits.csv
+    ave_videos: str = "AVE/{id}.mp4"
+    llp_annotations: str = "."       # AVVP_train.csv, AVVP_{val,test}_pd.csv, AVVP_eval_{audio,visual}.csv
+    llp_videos: str = "LLP/{id}.mp4"
+    vggss_annotations: str = "."     # vggss.json, vggss_test.csv
+    vggss_train_list: str = "vggsound_train.txt"   # optional, in vggss_annotations: unannotated clips
+    vggss_videos: str = "VGGSS/{file}.mp4"
+    avs_s4_folder: str = "Single-source"   # s4_meta_data.csv and s4_data/
+    avs_ms3_folder: str = "Multi-sources"  # ms3_meta_data.csv and ms3_data/
+    avss_folder: str = "."           # metadata.csv, label2idx.json, v1s/ v1m/ v2/
+    music_avqa_annotations: str = "json_update"    # avqa-{train,val,test}.json
+    music_avqa_videos: str = "MUSIC-AVQA/{id}.mp4"
+
+
+def _uniform() -> dict[str, float]:
+    return {t: 1.0 for t in ("ave", "llp", "vggss", "avs-s4", "avs-ms3", "avss", "music-avqa")}
+
+
+@dataclass
+class TrainConfig:
+    """Stage two: the multi-task trainer on the feature stores (trainer/train.py). Defaults are
+    the paper's (IV-B): Adam 1e-4, x0.1 every 10 epochs, batch 64, 200 epochs, uniform tasks."""
+
+    tasks: str = "all"               # all | comma list: ave,llp,vggss,avs-s4,avs-ms3,avss,music-avqa
+    stores: str = "features/{task}.zarr"   # each task's feature store; {task} = the dataset name
+    task_weights: dict = field(default_factory=_uniform)   # draw probability of each task per step
+    seed: int = 0
+    epochs: int = 200                # an epoch = as many steps as all tasks' training batches together
+    max_steps: int = 0               # > 0: stop after this many steps (the schedule still follows epochs)
+    batch_size: int = 64             # global: split over the processes of a distributed run
+    lr: float = 1.0e-4
+    lr_decay: float = 0.1            # lr x lr_decay every lr_decay_epochs
+    lr_decay_epochs: int = 10
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0           # max global gradient norm (0 = off)
+    precision: str = "auto"          # auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32
+    attention: str = "fused"         # fused (SDPA) | naive (the bmm reference)
+    device: str = "auto"             # auto | cpu | cuda | cuda:N
+    workers: int = 2                 # loader processes (0 = read in the training process)
+    prefetch: int = 4                # batches each loader process reads ahead
+    eval_every: int = 0              # validate every N steps (0 = every epoch)
+    eval_batch_size: int = 32
+    val_split: str = "val"           # tasks whose store has no such split are not validated
+    log_every: int = 20              # steps between loss records in metrics.jsonl
+    best_per_task: bool = True       # also keep the best checkpoint of every task
+    d_model: int = 512               # model (trainer/model.py ModelConfig); HAN widths
+    n_heads: int = 4
+    d_ff: int = 512
+    dropout: float = 0.1
+    dec_layers: int = 1
+    mask_channels: int = 64
+
+
+STAGES: dict[str, type] = {"extract": ExtractConfig, "datasets": DatasetsConfig, "train": TrainConfig}
 
 
 def _coerce(value: object, hint: object, where: str) -> object:

@@ -1,0 +1,39 @@
+"""AVSBench MS3 (Zhou et al., ECCV 2022): multiple sound source segmentation, T = 5.
+
+Layout under --root (setting `avs_ms3_folder`, default `Multi-sources/`): `ms3_meta_data.csv`
+(comma-separated, headed; the clip name is the first column, as the official loader reads it,
+and a `split` column), frames `ms3_data/visual_frames/{name}/{name}.mp4_{1..5}.png` (no split
+folder), audio `ms3_data/audio_wav/{split}/{name}.wav`, masks
+`ms3_data/gt_masks/{split}/{name}/{name}_{1..5}.png` (8-bit grey, > 0 = sounding; the real
+ones hold {0, 9, 41}). Every split has 5 masks.
+
+Targets per clip: masks (5, S, S) uint8 {0, 1}, mask_valid (5,) uint8. MS3 has no class,
+answer or time target, hence no tokens.
+Quirks counted: masks_missing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from ..config import DatasetsConfig
+from .avs_s4 import binary_masks, mask_flags
+from .common import Clip, Dataset, read_csv
+
+T = 5
+
+
+def load(root: Path, cfg: DatasetsConfig) -> Dataset:
+    folder, quirks, size = root / cfg.avs_ms3_folder, Counter(masks_missing=0), cfg.avs_mask_size
+    data, clips = folder / "ms3_data", []
+    for row in read_csv(folder / "ms3_meta_data.csv"):
+        name, split = next(iter(row.values())), row["split"]
+        frames = [str(data / "visual_frames" / name / f"{name}.mp4_{k}.png") for k in range(1, T + 1)]
+        masks = [data / "gt_masks" / split / name / f"{name}_{k}.png" for k in range(1, T + 1)]
+        valid = mask_flags(masks, [True] * T, quirks)
+        source = {"frames": frames, "audio": str(data / "audio_wav" / split / f"{name}.wav")}
+        clips.append(Clip(name, source, (split,), {"mask_valid": valid},
+                          lambda q, m=masks, v=valid: binary_masks(m, v, size)))
+    return Dataset("avs-ms3", T, clips, [], quirks, dense_shapes={"masks": ((T, size, size), "uint8")},
+                   dense_key=f"mask_size={size}")

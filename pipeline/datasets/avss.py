@@ -1,0 +1,122 @@
+"""AVSBench-semantic / AVSS (Zhou et al., IJCV 2024): audio-visual semantic segmentation, T = 10.
+
+Layout under --root (setting `avss_folder`): `metadata.csv` (headed, comma-separated; columns
+uid, label in {v1s, v1m, v2}, split), `label2idx.json` (1-based, "background": 1; checked
+against vocab.AVSS_CLASSES when present, ours is a third-party copy), and per clip
+`{label}/{uid}/frames/{i}.jpg`, `audio.wav`, `labels_rgb/{i}.png` (i from 0; v1 clips have 5
+frames, v2 have 10).
+
+Colour masks are decoded as the official code does: a pixel gets the index of the palette
+colour it equals (the VOC-style bit palette of 71 colours, index 0 = black = background); a
+pixel of no palette colour reads as background (counted). Decoded at full size, then resized
+nearest to S = `avs_mask_size`.
+Targets per clip: masks (10, S, S) uint8 class ids (frames without a PNG: 0 = background, as
+the official padding), mask_valid (10,) uint8 = the PNG exists and the official ground-truth
+flag is set (v1s: frame 0 only, v1m: 0-4, v2: 0-9) - the frames to train on; the official
+evaluation scores all 10 frames, padded ones included. subset () int8 (0 v1s, 1 v1m, 2 v2);
+classes_present (71,) uint8 (classes in the valid masks, background excluded); tokens (71,).
+Quirks counted: unmatched_pixels, masks_missing (a ground-truth frame without its PNG), v1s_masks_not_trained
+(PNGs past frame 0 of v1s clips), label2idx_missing (the built-in list was used).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from ..config import DatasetsConfig
+from ..vocab import AVSS_CLASSES, SERIALISERS
+from .common import Clip, Dataset, DatasetError, read_csv, resize_nearest
+
+T = 10
+SUBSETS = ("v1s", "v1m", "v2")
+GT_FRAMES = {"v1s": 1, "v1m": 5, "v2": 10}          # frames with a training ground truth
+
+
+def palette(n: int = len(AVSS_CLASSES)) -> np.ndarray:
+    """(n, 3) uint8: AVSBench's colour of class j (PASCAL VOC bit interleaving)."""
+    out = np.zeros((n, 3), np.int64)
+    for j in range(n):
+        lab, i = j, 0
+        while lab:
+            for c in range(3):
+                out[j, c] |= ((lab >> c) & 1) << (7 - i)
+            i, lab = i + 1, lab >> 3
+    return out.astype(np.uint8)
+
+
+PALETTE = palette()
+_CODES = PALETTE.astype(np.int64) @ np.array([1 << 16, 1 << 8, 1])
+
+
+def colour_to_classes(rgb: np.ndarray) -> tuple[np.ndarray, int]:
+    """(H, W, 3) uint8 -> (class map (H, W) uint8, number of pixels of no palette colour)."""
+    code = rgb.astype(np.int64) @ np.array([1 << 16, 1 << 8, 1])
+    order = np.argsort(_CODES)
+    pos = np.clip(np.searchsorted(_CODES[order], code), 0, len(order) - 1)
+    hit = _CODES[order][pos] == code
+    return np.where(hit, order[pos], 0).astype(np.uint8), int((~hit).sum())
+
+
+def class_masks(paths: list[Path], valid: np.ndarray, size: int, quirks: Counter) -> dict[str, np.ndarray]:
+    from PIL import Image
+
+    masks = np.zeros((T, size, size), np.uint8)
+    for k, p in enumerate(paths):
+        if p.is_file():
+            with Image.open(p) as im:
+                classes, unmatched = colour_to_classes(np.asarray(im.convert("RGB")))
+            masks[k] = resize_nearest(classes, size)
+            quirks["unmatched_pixels"] += unmatched
+    present = np.zeros(len(AVSS_CLASSES), np.uint8)
+    present[np.unique(masks[valid.astype(bool)])] = 1
+    present[0] = 0
+    return {"masks": masks, "classes_present": present,
+            "tokens": SERIALISERS["avss"][0]({"classes_present": present})}
+
+
+def check_label2idx(path: Path, quirks: Counter) -> None:
+    if not path.is_file():
+        quirks["label2idx_missing"] = 1
+        return
+    names = sorted(json.loads(path.read_text()).items(), key=lambda kv: kv[1])
+    if [n for n, _ in names] != AVSS_CLASSES or [i for _, i in names] != list(range(1, len(AVSS_CLASSES) + 1)):
+        raise DatasetError(f"{path}: the class list differs from vocab.AVSS_CLASSES; update the vocabulary")
+
+
+def frames_of(clip_dir: Path) -> list[str]:
+    n = 0
+    while n < T and (clip_dir / "frames" / f"{n}.jpg").is_file():
+        n += 1
+    return [str(clip_dir / "frames" / f"{i}.jpg") for i in range(max(n, 1))]
+
+
+def load(root: Path, cfg: DatasetsConfig) -> Dataset:
+    folder, size = root / cfg.avss_folder, cfg.avs_mask_size
+    quirks = Counter(label2idx_missing=0, masks_missing=0, v1s_masks_not_trained=0, unmatched_pixels=0)
+    check_label2idx(folder / "label2idx.json", quirks)
+    clips, seen = [], set()
+    for row in read_csv(folder / "metadata.csv"):
+        uid, subset, split = row["uid"], row["label"], row["split"]
+        if subset not in SUBSETS:
+            raise DatasetError(f"metadata.csv: {uid}: label {subset!r} is not one of {SUBSETS}")
+        if uid in seen:
+            raise DatasetError(f"metadata.csv: uid {uid} appears twice")
+        seen.add(uid)
+        clip_dir = folder / subset / uid
+        masks = [clip_dir / "labels_rgb" / f"{i}.png" for i in range(T)]
+        exists = np.array([p.is_file() for p in masks])
+        flag = np.arange(T) < GT_FRAMES[subset]
+        quirks["masks_missing"] += int((flag & ~exists).sum())
+        quirks["v1s_masks_not_trained"] += int((exists & ~flag).sum()) if subset == "v1s" else 0
+        valid = (exists & flag).astype(np.uint8)
+        source = {"frames": frames_of(clip_dir), "audio": str(clip_dir / "audio.wav")}
+        clips.append(Clip(uid, source, (split,), {"mask_valid": valid, "subset": np.int8(SUBSETS.index(subset))},
+                          lambda q, m=masks, v=valid: class_masks(m, v, size, q)))
+    shapes = {"masks": ((T, size, size), "uint8"), "classes_present": ((len(AVSS_CLASSES),), "uint8"),
+              "tokens": ((len(AVSS_CLASSES),), "int32")}
+    return Dataset("avss", T, clips, AVSS_CLASSES, quirks, attrs={"subsets": list(SUBSETS)},
+                   dense_shapes=shapes, dense_key=f"mask_size={size}")

@@ -1,0 +1,95 @@
+"""LLP / AVVP (Tian et al., ECCV 2020): weakly-supervised audio-visual video parsing, T = 10.
+
+Layout under --root: tab-separated `AVVP_train.csv`, `AVVP_val_pd.csv`, `AVVP_test_pd.csv`
+(filename, event_labels) and the dense evaluation labels `AVVP_eval_audio.csv`,
+`AVVP_eval_visual.csv` (filename, onset, offset, event_labels; integer seconds, offset
+exclusive); videos `LLP/<id>.mp4`, id = filename[:11] (filenames are `<id>_<start>_<end>`,
+five with fractional times).
+
+Targets per clip: video_labels (25,) uint8 multi-hot (the only training target: weak labels);
+gt_audio, gt_visual (25, 10) uint8, the official evaluation matrices (GT_av = their product),
+all zero for train clips and for val/test clips without rows (legal); has_dense () uint8 (1 for
+val/test); tokens (25,) int32 (the label set); eval_tokens (L,) int32 (the dense events, L =
+the longest in the files). Eval rows are used as they are, as the official code does, also
+where their label is not among the clip's weak labels (counted).
+Quirks counted: fractional_filenames; per modality m in audio / visual: eval_m_unmatched_files
+and _rows (filenames of no val/test clip: ignored), eval_m_empty_rows (onset >= offset: they
+add nothing), eval_m_duplicate_rows, eval_m_rows_not_in_weak_labels, {val,test}_clips_without_m_rows.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from ..config import DatasetsConfig
+from ..vocab import LLP_CLASSES, SERIALISERS
+from .common import Clip, Dataset, DatasetError, read_csv
+
+T = 10
+FILES = {"train": "AVVP_train.csv", "val": "AVVP_val_pd.csv", "test": "AVVP_test_pd.csv"}
+EVAL = {"audio": "AVVP_eval_audio.csv", "visual": "AVVP_eval_visual.csv"}
+
+
+def class_index(name: str, where: str) -> int:
+    try:
+        return LLP_CLASSES.index(name.strip())
+    except ValueError:
+        raise DatasetError(f"{where}: unknown LLP class {name!r}") from None
+
+
+def is_fractional(filename: str) -> bool:
+    return any("." in part for part in filename[12:].split("_"))
+
+
+def dense_labels(rows: list[dict], clips: dict[str, str], weak: dict[str, np.ndarray], modality: str,
+                 quirks: Counter) -> dict[str, np.ndarray]:
+    """filename -> (25, T) matrix from eval rows; rows naming no val/test clip are ignored."""
+    gt = {name: np.zeros((len(LLP_CLASSES), T), np.uint8) for name in clips}
+    unmatched = [r["filename"] for r in rows if r["filename"] not in clips]
+    quirks[f"eval_{modality}_unmatched_files"] = len(set(unmatched))
+    quirks[f"eval_{modality}_unmatched_rows"] = len(unmatched)
+    quirks[f"eval_{modality}_duplicate_rows"] = len(rows) - len({tuple(r.values()) for r in rows})
+    quirks[f"eval_{modality}_empty_rows"] = sum(int(r["onset"]) >= int(r["offset"]) for r in rows)
+    quirks[f"eval_{modality}_rows_not_in_weak_labels"] = 0
+    for r in rows:
+        if r["filename"] not in clips:
+            continue
+        c, on, off = class_index(r["event_labels"], EVAL[modality]), int(r["onset"]), int(r["offset"])
+        quirks[f"eval_{modality}_rows_not_in_weak_labels"] += not weak[r["filename"]][c]
+        gt[r["filename"]][c, max(on, 0) : min(off, T)] = 1
+    have = {r["filename"] for r in rows}
+    for split in ("val", "test"):
+        quirks[f"{split}_clips_without_{modality}_rows"] = sum(n not in have for n, s in clips.items() if s == split)
+    return gt
+
+
+def load(root: Path, cfg: DatasetsConfig) -> Dataset:
+    folder, quirks = root / cfg.llp_annotations, Counter()
+    split_of, weak = {}, {}
+    for split, file in FILES.items():
+        for r in read_csv(folder / file, "\t"):
+            name = r["filename"]
+            if name in split_of:
+                raise DatasetError(f"{file}: {name} is also in the {split_of[name]} list")
+            split_of[name] = split
+            weak[name] = np.zeros(len(LLP_CLASSES), np.uint8)
+            weak[name][[class_index(c, file) for c in r["event_labels"].split(",") if c.strip()]] = 1
+    quirks["fractional_filenames"] = sum(map(is_fractional, split_of))
+    evaluated = {n: s for n, s in split_of.items() if s in ("val", "test")}
+    dense = {m: dense_labels(read_csv(folder / f, "\t"), evaluated, weak, m, quirks) for m, f in EVAL.items()}
+    zeros = np.zeros((len(LLP_CLASSES), T), np.uint8)
+    events = {n: SERIALISERS["llp-events"][0]({"gt_audio": dense["audio"][n], "gt_visual": dense["visual"][n]})
+              for n in evaluated}
+    length = max([4, *map(len, events.values())])
+    no_events = np.zeros(0, np.int32)
+    clips = []
+    for name, split in split_of.items():
+        targets = {"video_labels": weak[name], "tokens": SERIALISERS["llp"][0]({"video_labels": weak[name]}),
+                   "gt_audio": dense["audio"].get(name, zeros), "gt_visual": dense["visual"].get(name, zeros),
+                   "has_dense": np.uint8(name in evaluated),
+                   "eval_tokens": np.pad(events.get(name, no_events), (0, length - len(events.get(name, no_events))))}
+        clips.append(Clip(name, str(root / cfg.llp_videos.format(id=name[:11])), (split,), targets))
+    return Dataset("llp", T, clips, LLP_CLASSES, quirks)

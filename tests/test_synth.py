@@ -1,0 +1,183 @@
+"""`avu synth` then `avu extract --dataset X` for all seven: complete stores whose targets carry
+the planted audio-visual signal."""
+
+import filecmp
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from pipeline.config import DatasetsConfig
+from pipeline.datasets import DATASETS, extract_dataset, load_dataset, missing_list
+from pipeline.decode import decode
+from pipeline.store import DONE, FeatureStore
+from pipeline.synth import CLASSES, LOOKS, colour, generate, shape_mask, tone_hz
+from pipeline.timecode import dominant_hz
+from pipeline.vocab import AVQA_TYPES, AVSS_CLASSES, SERIALISERS, key
+
+from .conftest import tiny_config
+
+MASK = 32
+PER_CLIP = {  # arrays each store must hold besides the features
+    "ave": {"labels": (10,), "video_label": (), "tokens": (10,)},
+    "llp": {"video_labels": (25,), "gt_audio": (25, 10), "gt_visual": (25, 10), "has_dense": (), "tokens": (25,)},
+    "vggss": {"boxes": None, "box_count": (), "frame_index": (), "class_index": (), "tokens": (2,)},
+    "avs-s4": {"masks": (5, MASK, MASK), "mask_valid": (5,), "class_index": (), "tokens": (1,)},
+    "avs-ms3": {"masks": (5, MASK, MASK), "mask_valid": (5,)},
+    "avss": {"masks": (10, MASK, MASK), "mask_valid": (10,), "subset": (), "classes_present": (71,), "tokens": (71,)},
+    "music-avqa": {},
+}
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    """The mini-benchmark at 2 training clips a dataset, each dataset extracted (tiny encoders)."""
+    base = tmp_path_factory.mktemp("synth")
+    roots = generate(base / "data", seed=0, clips=2)
+    out = {}
+    for name, root in roots.items():
+        ds = load_dataset(name, root, DatasetsConfig(avs_mask_size=MASK))
+        summary, missing = extract_dataset(ds, base / f"{name}.zarr", tiny_config())
+        assert not summary.failed and not missing, name
+        out[name] = (FeatureStore(base / f"{name}.zarr"), ds, root)
+    return out
+
+
+def test_generation_is_seeded_and_deterministic(tmp_path):
+    a = generate(tmp_path / "a", seed=3, clips=1, only=["ave", "avs-s4"])
+    b = generate(tmp_path / "b", seed=3, clips=1, only=["ave", "avs-s4"])
+    c = generate(tmp_path / "c", seed=4, clips=1, only=["avs-s4"])
+    for name in a:
+        files = sorted(p.relative_to(a[name]) for p in a[name].rglob("*") if p.is_file())
+        assert files == sorted(p.relative_to(b[name]) for p in b[name].rglob("*") if p.is_file())
+        assert all(filecmp.cmp(a[name] / f, b[name] / f, shallow=False) for f in files), name
+    assert (a["avs-s4"] / "Single-source" / "s4_meta_data.csv").read_text() != \
+        (c["avs-s4"] / "Single-source" / "s4_meta_data.csv").read_text()
+
+
+@pytest.mark.parametrize("name", list(DATASETS))
+def test_every_dataset_extracts_to_a_complete_store(stores, name):
+    fs, ds, _ = stores[name]
+    attrs = fs.attrs
+    assert np.all(fs.status() == DONE) and attrs["dataset"] == name and attrs["T"] == ds.T
+    assert set(attrs["splits"]) == ({"train", "test"} if name == "vggss" else {"train", "val", "test"})
+    assert sorted({i for idx in attrs["splits"].values() for i in idx}) == list(range(len(fs)))
+    assert attrs["vocab"]["tokens"] == list(ds.vocab.tokens) and attrs["targets_fingerprint"]
+    assert fs.read("visual", [0]).shape == (1, ds.T, 64) and fs.read("audio", [0]).shape == (1, ds.T, 128)
+    for array, tail in PER_CLIP[name].items():
+        tail = tail if tail is not None else ds.clips[0].targets[array].shape
+        assert fs.group[array].shape == (len(fs), *tail), array
+    vocab_emb, task_emb = fs.shared("vocab_emb"), fs.shared("task_emb")
+    assert vocab_emb.shape == (len(ds.vocab), 64) and task_emb.shape == (7, 64)
+    assert np.allclose(np.linalg.norm(vocab_emb, axis=1), 1, atol=1e-3)
+    if ds.classes:
+        assert fs.shared("valid_ids").tolist() == ds.vocab.class_ids(ds.classes).tolist()
+    if "tokens" in PER_CLIP[name] and name in SERIALISERS:       # the stored tokens read back as targets
+        for i in range(len(fs)):
+            back = SERIALISERS[name][1](fs.read("tokens", i))
+            assert all(np.array_equal(np.asarray(v), fs.read(k, i)) for k, v in back.items()), (name, i)
+    assert not missing_list(fs.path).exists()
+
+
+def test_ave_labels_are_the_seconds_both_seen_and_heard(stores):
+    fs, ds, _ = stores["ave"]
+    for clip in ds.clips:
+        decoded = decode(clip.source, 10)
+        cls = ds.classes[int(clip.targets["video_label"])]
+        look = LOOKS[key(cls)]
+        pixels = shape_mask(look, 0.5, 0.5, 0.13)                 # the object's size, anywhere
+        hz = tone_hz(look)
+        for t, label in enumerate(clip.targets["labels"]):
+            seen = (np.abs(decoded.frames[t].astype(int) - colour(look)).sum(-1) < 60).sum() > 0.5 * pixels.sum()
+            piece = decoded.audio[t * 16000 + 2000 : (t + 1) * 16000 - 2000]
+            heard = np.abs(piece).max() > 0.1 and abs(dominant_hz(piece, 16000) - hz) < 15
+            assert (seen and heard) == (label != 28), (clip.clip_id, t)
+    assert ds.quirks["header_lines"] == 1 and ds.quirks["rows_all_background"] == 1
+    assert ds.quirks["videos_with_several_rows"] == 1           # two rows, one source
+
+
+def test_segmentation_masks_are_the_sounding_objects(stores):
+    fs, ds, root = stores["avs-s4"]
+    valid = fs.read("mask_valid", slice(None))
+    for i, clip in enumerate(ds.clips):
+        assert valid[i].tolist() == ([1, 0, 0, 0, 0] if clip.splits == ("train",) else [1] * 5)
+        masks = fs.read("masks", i)
+        assert masks[valid[i] == 1].any(axis=(1, 2)).all() and set(np.unique(masks)) <= {0, 1}
+    fs, ds, _ = stores["avss"]
+    masks, present = fs.read("masks", slice(None)), fs.read("classes_present", slice(None))
+    allowed = {0} | {AVSS_CLASSES.index(n) for n in CLASSES["avss"]}
+    assert set(np.unique(masks).tolist()) <= allowed and present.any(axis=1).all()
+    subsets = fs.read("subset", slice(None))
+    assert set(subsets.tolist()) == {0, 1, 2} and ds.quirks["unmatched_pixels"] == 0
+    assert fs.read("length", slice(None)).tolist() == [10 if s == 2 else 5 for s in subsets]   # v1: 5 s
+    assert not masks[subsets != 2][:, 5:].any()                # padded frames are background
+    fs, ds, _ = stores["avs-ms3"]
+    assert fs.read("masks", slice(None)).any() and fs.read("mask_valid", slice(None)).all()
+
+
+def test_vggss_llp_and_avqa_targets(stores):
+    fs, ds, _ = stores["vggss"]
+    boxes, count = fs.read("boxes", slice(None)), fs.read("box_count", slice(None))
+    test = fs.split("test")
+    assert (count[test] >= 1).all() and (count[fs.split("train")] == 0).all() and 0 <= boxes.min() <= boxes.max() <= 1
+    assert ds.quirks["garbage_coordinates"] == 1 and ds.quirks["degenerate_boxes"] == 1
+    assert set(fs.read("frame_index", slice(None)).tolist()) == {5}
+    fs, ds, _ = stores["llp"]
+    has = fs.read("has_dense", slice(None))
+    assert has[fs.split("train")].sum() == 0 and has[fs.split("test")].all()
+    assert ds.quirks["fractional_filenames"] == 1 and ds.quirks["eval_audio_unmatched_files"] == 1
+    for i in np.flatnonzero(has):
+        back = SERIALISERS["llp-events"][1](fs.read("eval_tokens", i))
+        assert np.array_equal(back["gt_audio"], fs.read("gt_audio", i))
+        assert np.array_equal(back["gt_visual"], fs.read("gt_visual", i))
+        assert (fs.read("video_labels", i) == (back["gt_audio"] | back["gt_visual"]).any(axis=1)).all()
+    fs, ds, _ = stores["music-avqa"]
+    types, split = fs.shared("question_type"), fs.shared("question_split")
+    for s in range(3):
+        assert set(types[split == s].tolist()) == set(range(len(AVQA_TYPES)))   # all 9 types in every split
+    clip, answer = fs.shared("question_clip"), fs.shared("question_answer")
+    assert clip.max() < len(fs) and answer.max() < len(fs.attrs["answers"])
+    assert fs.shared("question_emb").shape == (len(types), 64) and len(fs.attrs["question_text"]) == len(types)
+    assert fs.shared("question_tokens")[:, 0].tolist() == ds.vocab.class_ids(
+        [fs.attrs["answers"][a] for a in answer]).tolist()
+
+
+def test_rerun_skips_done_clips_and_written_targets(stores):
+    fs, ds, _ = stores["avss"]
+    before = (fs.attrs["targets_fingerprint"], fs.read("masks", slice(None)).copy())
+    summary, _ = extract_dataset(ds, fs.path, tiny_config())
+    assert summary.done == 0 and summary.skipped == len(fs)
+    assert fs.attrs["targets_fingerprint"] == before[0] and np.array_equal(fs.read("masks", slice(None)), before[1])
+    assert fs.attrs["quirks"]["v1s_masks_not_trained"] == ds.quirks["v1s_masks_not_trained"]
+
+
+def test_missing_videos_are_listed_and_the_rest_extracted(stores, tmp_path):
+    _, _, root = stores["llp"]
+    shutil.copytree(root, tmp_path / "llp")
+    victim = sorted((tmp_path / "llp" / "LLP").glob("*.mp4"))[0]
+    victim.unlink()
+    ds = load_dataset("llp", tmp_path / "llp")
+    summary, missing = extract_dataset(ds, tmp_path / "llp.zarr", tiny_config())
+    assert len(missing) == 1 and summary.done == len(ds.clips) - 1
+    listing = missing_list(tmp_path / "llp.zarr").read_text()
+    assert victim.name in listing and FeatureStore(tmp_path / "llp.zarr").attrs["missing"] == 1
+
+
+def test_cli_synth_and_extract_dataset(stores, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["synth", "--out", str(tmp_path / "syn"), "--clips", "1"])
+    assert result.exit_code == 0, result.output
+    assert all((tmp_path / "syn" / name).is_dir() for name in DATASETS) and "--dataset music-avqa" in result.output
+    args = ["extract", "--dataset", "avs-ms3", "--root", str(tmp_path / "syn" / "avs-ms3"), "--out",
+            str(tmp_path / "ms3.zarr"), "--random-weights", "workers=0", "clip_model=avu-tiny-clip",
+            "patch_grid=4", f"avs_mask_size={MASK}"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "avs-ms3" in result.output and "T = 5" in result.output and "RANDOM" in result.output
+    assert FeatureStore(tmp_path / "ms3.zarr").group["masks"].shape[1:] == (5, MASK, MASK)
+    both = runner.invoke(app, ["extract", "--videos", str(tmp_path), "--dataset", "ave", "--out", str(tmp_path / "x")])
+    assert both.exit_code == 2 and "either" in both.output
+    bad = runner.invoke(app, args[:7] + ["avs_mask_sise=3"])
+    assert bad.exit_code == 2 and "avs_mask_sise" in bad.output
