@@ -97,6 +97,7 @@ class TrainConfig:
     val_split: str = "val"           # tasks whose store has no such split are not validated
     log_every: int = 20              # steps between loss records in metrics.jsonl
     best_per_task: bool = True       # also keep the best checkpoint of every task
+    standardise: bool = True         # features to zero mean, unit std per channel (training statistics)
     d_model: int = 512               # model (trainer/model.py ModelConfig); HAN widths
     n_heads: int = 4
     d_ff: int = 512

@@ -1,0 +1,83 @@
+"""Feature stores in the layout of pipeline/datasets (targets, shared/ arrays, question table),
+written directly with random features: trainer tests in milliseconds, no video, no encoder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.store import create
+from pipeline.vocab import AVQA_TYPES, CLASSES, TASKS, VOCAB
+
+D, G, S = 16, 2, 16  # CLIP width, patch grid, mask size
+T_OF = {"avs-s4": 5, "avs-ms3": 5, "music-avqa": 12}   # shorter AVQA clips than 60 s: fast
+
+
+def make_store(root: Path, task: str, n: int = 12, seed: int = 0, D: int = D, G: int = G, S: int = S,
+               T_of: dict | None = None) -> Path:
+    """n clips: half train, a quarter val and test (VGG-SS: train and test). D: CLIP width, G:
+    patch grid, S: mask size, T_of: clip length per task (default T_OF, else 10)."""
+    rng = np.random.default_rng([seed, TASKS.index(task)])
+    T = (T_OF if T_of is None else T_of).get(task, 10)
+    ids = [f"{task}-{i}" for i in range(n)]
+    cut = [n // 2, n // 2 + n // 4]
+    splits = {"train": list(range(cut[0])), "val": list(range(cut[0], cut[1])), "test": list(range(cut[1], n))}
+    if task == "vggss":
+        splits = {"train": splits["train"], "test": splits["val"] + splits["test"]}
+    path = root / f"{task}.zarr"
+    fs = create(path, ids, {"audio": ((T, 128), "float16"), "visual": ((T, D), "float16"),
+                            "patches": ((T, G * G, D), "float16")},
+                {"task": task, "dataset": task, "T": T, "splits": splits, "classes": CLASSES[task],
+                 "random_weights": True})
+    for name, shape in (("audio", (T, 128)), ("visual", (T, D)), ("patches", (T, G * G, D))):
+        fs.put(name, rng.standard_normal(size=(n, *shape), dtype=np.float32).astype(np.float16))
+    for name, values in targets(task, n, T, S, rng).items():
+        fs.put(name, values)
+    fs.put("vocab_emb", rng.normal(size=(len(VOCAB), D)).astype(np.float32), per_clip=False)
+    fs.put("task_emb", rng.normal(size=(len(TASKS), D)).astype(np.float32), per_clip=False)
+    if CLASSES[task]:
+        fs.put("valid_ids", VOCAB.valid_ids(task), per_clip=False)
+    if task == "music-avqa":
+        questions(fs, n, splits, D, rng)
+    fs.mark_done(list(range(n)), [T] * n)
+    return path
+
+
+def targets(task: str, n: int, T: int, S: int, rng) -> dict[str, np.ndarray]:
+    if task == "ave":
+        return {"labels": rng.integers(0, 29, (n, T)).astype(np.int16)}
+    if task == "llp":
+        gt_a, gt_v = (rng.random((n, 25, T)) < 0.05).astype(np.uint8), (rng.random((n, 25, T)) < 0.05).astype(np.uint8)
+        return {"video_labels": (gt_a | gt_v).any(-1).astype(np.uint8), "gt_audio": gt_a, "gt_visual": gt_v}
+    if task == "vggss":
+        xy = rng.uniform(0, 0.5, (n, 2, 2))
+        return {"boxes": np.concatenate([xy, xy + 0.4], -1).astype(np.float32), "box_count": np.full(n, 2, np.int8)}
+    masks = np.zeros((n, T, S, S), np.uint8)
+    for i in range(n):
+        y, x = rng.integers(0, S // 2, 2)
+        masks[i, :, y:y + S // 3, x:x + S // 3] = rng.integers(1, 71) if task == "avss" else 1
+    valid = np.ones((n, T), np.uint8)
+    if task == "avs-s4":
+        valid[: n // 2, 1:] = 0          # train clips: the first frame only
+    return {"masks": masks, "mask_valid": valid}
+
+
+def questions(fs, n: int, splits: dict, D: int, rng) -> None:
+    clip = np.repeat(np.arange(n), 3).astype(np.int32)               # 3 questions a video
+    split_of = np.zeros(n, np.int8)
+    for k, s in enumerate(("train", "val", "test")):
+        split_of[splits[s]] = k
+    fs.put("question_clip", clip, per_clip=False)
+    fs.put("question_split", split_of[clip], per_clip=False)
+    fs.put("question_answer", rng.integers(0, 41, len(clip)).astype(np.int16), per_clip=False)
+    fs.put("question_type", rng.integers(0, 9, len(clip)).astype(np.int8), per_clip=False)
+    fs.put("question_emb", rng.normal(size=(len(clip), D)).astype(np.float16), per_clip=False)
+    fs.set_attrs(question_splits=["train", "val", "test"], question_types=AVQA_TYPES, answers=CLASSES["music-avqa"])
+
+
+def make_stores(root: Path, tasks=TASKS, n: int = 12, **shapes) -> str:
+    """Stores for `tasks` under root; returns the `stores` template ("<root>/{task}.zarr")."""
+    for t in tasks:
+        make_store(root, t, n, **shapes)
+    return str(root / "{task}.zarr")

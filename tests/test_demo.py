@@ -1,0 +1,32 @@
+"""The end-to-end demo, shortened: synthesise -> extract all seven -> train jointly -> evaluate
+-> report, on a few clips per dataset and a few steps (the full one: `avu demo`)."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from trainer.demo import HEADLINE, demo
+from trainer.rundir import load_evals, load_run
+
+
+def test_short_demo_end_to_end_and_rerun_skips_done_work(tmp_path):
+    torch.set_num_threads(2)
+    lines = demo(tmp_path, scale=0.1, steps=24, quiet=True)
+    assert set(lines) == set(HEADLINE)
+    for task, scores in lines.items():
+        assert tuple(scores) == HEADLINE[task]
+        assert all(0 <= ours <= 100 and 0 <= chance <= 100 for ours, chance in scores.values())
+    run = load_run(tmp_path / "run")
+    assert run.joint and run.random_weights and len(run.tasks) == 7
+    evals = load_evals(run, "test")
+    assert set(evals) == set(HEADLINE) and all(e.random_weights for e in evals.values())
+    assert (tmp_path / "features" / "avss.zarr").is_dir() and (tmp_path / "synth" / "music-avqa").is_dir()
+    seconds = json.loads((tmp_path / "run" / "demo.json").read_text())["seconds"]
+    assert set(seconds) == {"synthesise", "extract", "train", "evaluate"}
+
+    again = demo(tmp_path, scale=0.1, steps=24, quiet=True)       # everything there: no training again
+    assert again == lines
+    seconds = json.loads((tmp_path / "run" / "demo.json").read_text())["seconds"]
+    assert seconds["train"] < 5 and seconds["synthesise"] < 5

@@ -1,0 +1,188 @@
+"""The multi-task trainer on fake stores (tests/fake_stores.py): sampler, checkpoints, Ctrl-C +
+resume equal to an uninterrupted run, the run directory, DistributedDataParallel on 2 CPU processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.config import ConfigError
+from trainer import checkpoint as ckpt
+from trainer import train as T
+from trainer.data import BatchDataset, TaskSampler, make_loader, open_tasks, resolve_tasks
+from trainer.rundir import load_run, read_log
+
+from .fake_stores import make_stores
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = ["d_model=16", "n_heads=2", "d_ff=16", "mask_channels=8", "batch_size=4", "eval_batch_size=8",
+        "log_every=1", "lr=1e-3", "workers=0"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory) -> str:
+    return make_stores(tmp_path_factory.mktemp("stores"))
+
+
+def config(stores: str, *extra: str):
+    return T.resolve_config([*TINY, f"stores={stores}", *extra])
+
+
+def test_tasks_and_config():
+    assert resolve_tasks("all") == ["ave", "llp", "vggss", "avs-s4", "avs-ms3", "avss", "music-avqa"]
+    assert resolve_tasks("llp, ave") == ["ave", "llp"]
+    with pytest.raises(ValueError, match="unknown task"):
+        resolve_tasks("ave,avqa")
+    cfg = T.resolve_config()
+    assert (cfg.lr, cfg.lr_decay, cfg.lr_decay_epochs, cfg.batch_size, cfg.epochs) == (1e-4, 0.1, 10, 64, 200)
+    assert set(cfg.task_weights.values()) == {1.0} and len(cfg.task_weights) == 7   # the paper: uniform
+    with pytest.raises(ConfigError, match="bogus"):
+        T.resolve_config(["bogus=1"])
+
+
+def test_sampler_is_seeded_weighted_resumable_and_shards(stores):
+    sizes = {"ave": 30, "llp": 30, "avss": 30}
+    s = TaskSampler(sizes, 8, {"ave": 3, "llp": 1, "avss": 0}, seed=1)
+    it = iter(s)
+    specs = [next(it) for _ in range(400)]
+    counts = Counter(b["task"] for b in specs)
+    assert set(counts) == {"ave", "llp"} and 0.68 < counts["ave"] / 400 < 0.82
+    again = [next(iter(TaskSampler(sizes, 8, {"ave": 3, "llp": 1, "avss": 0}, seed=1, state=specs[99]["state"])))]
+    assert again[0]["task"] == specs[100]["task"] and np.array_equal(again[0]["indices"], specs[100]["indices"])
+    ave = [b["indices"] for b in specs if b["task"] == "ave"][:3]     # 3 batches of 8 per epoch of 30
+    assert len(np.unique(np.concatenate(ave))) == 24                  # an epoch draws without replacement
+    shards = [next(iter(TaskSampler(sizes, 8, {"ave": 1}, 0, rank=r, world=2))) for r in (0, 1)]
+    whole = next(iter(TaskSampler(sizes, 8, {"ave": 1}, 0)))
+    assert sorted(np.concatenate([b["indices"] for b in shards]).tolist()) == sorted(whole["indices"].tolist())
+
+
+def test_loader_reads_each_task_with_workers(stores):
+    ts = open_tasks(resolve_tasks("all"), stores)
+    sampler = TaskSampler({t: s.n("train") for t, s in ts.items()}, 4, dict.fromkeys(ts, 1), 0)
+    loader = make_loader(BatchDataset(ts, {"ave": True, "llp": False, "vggss": True, "avs": True, "avqa": True}),
+                         sampler, workers=1, prefetch=2, pin=False)
+    seen = {}
+    for batch, _ in zip(loader, range(30)):
+        seen[batch["task"]] = batch
+    assert set(seen) == set(ts)
+    assert "patches" not in seen["llp"] and seen["ave"]["labels"].dtype == torch.int64
+    assert seen["music-avqa"]["prompt"].shape == (4, 16) and seen["music-avqa"]["answer"].dtype == torch.int64
+    assert seen["avss"]["masks"].shape == (4, 10, 16, 16) and seen["ave"]["audio"].dtype == torch.float16
+
+
+def test_checkpoint_is_atomic_and_weights_only(tmp_path):
+    path = tmp_path / "c.pt"
+    ckpt.save({"w": torch.ones(2), "rng": ckpt.rng_state(), "step": 3}, path)
+
+    class Boom:
+        def __reduce__(self):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        ckpt.save({"w": torch.zeros(2), "bad": Boom()}, path)
+    state = ckpt.load(path)                                   # the old checkpoint, whole
+    assert state["step"] == 3 and torch.equal(state["w"], torch.ones(2))
+    assert list(tmp_path.iterdir()) == [path]                 # no temporary file left
+    torch.save({"f": Path("x")}, tmp_path / "evil.pt")   # needs a pickled class: refused
+    with pytest.raises(Exception, match="[Ww]eights only"):
+        ckpt.load(tmp_path / "evil.pt")
+    ckpt.set_rng_state(state["rng"])
+    first = (torch.rand(3), np.random.rand(), __import__("random").random())
+    ckpt.set_rng_state(state["rng"])
+    assert torch.equal(torch.rand(3), first[0]) and np.random.rand() == first[1]
+    assert __import__("random").random() == first[2]
+
+
+def _weights(run: Path) -> dict:
+    return ckpt.load(run / "checkpoints" / "last.pt")
+
+
+def test_ctrl_c_then_resume_equals_uninterrupted(stores, tmp_path, monkeypatch):
+    """Dropout on, a loader process, validation in between; SIGINT during step 4 of 7."""
+    args = ("tasks=ave,llp,avs-s4,music-avqa", "max_steps=7", "eval_every=3", "workers=1")
+    whole = T.train(config(stores, *args), tmp_path / "whole", quiet=True)
+
+    from trainer.tasks import TASKS
+    calls = {"n": 0}
+    real = dict(TASKS)
+
+    def interrupting(head):
+        def loss(out, batch):
+            calls["n"] += 1
+            if calls["n"] == 4:
+                os.kill(os.getpid(), signal.SIGINT)          # what Ctrl-C sends
+            return real[head].loss(out, batch)
+        return type("Task", (), {"loss": staticmethod(loss), "Head": real[head].Head, "decode": real[head].decode})
+
+    monkeypatch.setattr(T, "TASKS", {h: interrupting(h) for h in real})
+    run = tmp_path / "cut"
+    T.train(config(stores, *args), run, quiet=True)
+    assert _weights(run)["step"] == 4
+    monkeypatch.setattr(T, "TASKS", real)
+    T.train(T.resolve_config([], resume_from=run), run, resume=True, quiet=True)
+
+    a, b = _weights(whole), _weights(run)
+    assert b["step"] == 7 and a["sampler"] == b["sampler"]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for k, state in a["optimizer"]["state"].items():
+        assert torch.equal(state["exp_avg_sq"], b["optimizer"]["state"][k]["exp_avg_sq"])
+    records = [(r["kind"], r["step"], r["task"]) for r in read_log(load_run(run))[0]]
+    assert records == [(r["kind"], r["step"], r["task"]) for r in read_log(load_run(whole))[0]]
+
+
+def test_run_directory(stores, tmp_path):
+    run = T.train(config(stores, "tasks=all", "max_steps=4", "eval_every=2"), tmp_path / "joint", quiet=True)
+    info = load_run(run)
+    assert info.tasks == ("ave", "llp", "vggss", "avs-s4", "avs-ms3", "avss", "music-avqa")
+    assert info.joint and info.random_weights and all(info.store_path(t) for t in info.tasks)
+    records, bad = read_log(info)
+    assert bad == 0 and {r["kind"] for r in records} == {"train", "val"}
+    val = {r["task"] for r in records if r["kind"] == "val"}
+    assert val == set(info.tasks) - {"vggss"}                 # no val split in VGG-SS
+    names = {p.name for p in (run / "checkpoints").iterdir()}
+    assert {"last.pt", "best.pt", "best-ave.pt", "best-music-avqa.pt"} <= names
+    best = ckpt.load(run / "checkpoints" / "best.pt")
+    assert "optimizer" not in best and best["best"]["overall"]["step"] in (2, 4)
+    with pytest.raises(FileExistsError, match="--resume"):
+        T.train(config(stores, "tasks=all", "max_steps=4"), run, quiet=True)
+    single = T.train(config(stores, "tasks=avs-ms3", "max_steps=2"), tmp_path / "ms3", quiet=True)
+    assert not load_run(single).joint and json.loads((single / "run.json").read_text())["tasks"] == ["avs-ms3"]
+
+
+def test_ddp_two_processes_match_one(stores, tmp_path):
+    """torchrun, 2 CPU processes (gloo), each half of the global batch: the same weights as one
+    process on the whole batch (dropout off; these losses are means over the batch)."""
+    args = [*TINY, f"stores={stores}", "tasks=ave,llp", "max_steps=3", "eval_every=3", "dropout=0"]
+    one = T.train(T.resolve_config(args), tmp_path / "one", quiet=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+           "-m", "trainer.train", "--out", str(tmp_path / "two"), "--quiet", *args]
+    done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    a, b = _weights(one), _weights(tmp_path / "two")
+    assert a["sampler"] == b["sampler"]
+    # Weights the loss is (nearly) invariant to (attention key biases, biases under a softmax,
+    # the prompt gate's key bias with one prompt per task) get gradients of rounding noise, which
+    # Adam scales up to steps of about lr: they may differ by up to steps x lr. Nearly all
+    # weights agree to 1e-5 (a wrong batch split or no gradient averaging moves them all).
+    diff = torch.cat([(a["model"][k].float() - b["model"][k].float()).abs().flatten() for k in a["model"]])
+    assert diff.max() <= 3 * 2 * 1e-3
+    assert (diff <= 1e-5).float().mean() > 0.99

@@ -1,0 +1,298 @@
+"""Training data from the feature stores only: per-task samples, batch reads, the task sampler.
+
+    stores = open_tasks(["ave", "llp"], "features/{task}.zarr")
+    sampler = TaskSampler({t: s.n("train") for t, s in stores.items()}, 64, {"ave": 1, "llp": 1}, seed=0)
+    data = BatchDataset(stores, {"ave": True, "llp": False})        # head -> reads patches
+    loader = make_loader(data, sampler, workers=2, prefetch=4, pin=True)
+    for batch in loader:   # {"task": "ave", "state": sampler state after it, "audio": (64, T, 128), ...}
+        batch = to_device(batch, device, feature_stats(stores))
+
+Decisions (the paper is silent):
+- A task is a dataset (the names of the stores and of the run directory); S4, MS3 and AVSS
+  share the "avs" head (HEADS). MUSIC-AVQA samples are QUESTIONS (rows of the store's question
+  table, features of their video, the question's CLIP embedding as the prompt); every other
+  task's samples are clips, with the task prompt's CLIP embedding (shared/task_emb) as prompt.
+- One batch is one task. The batch's task is drawn at step s from a generator seeded with
+  (seed, s), so the sequence depends on nothing but the seed and the weights. Task k's n-th
+  batch is slice n % per_epoch of a permutation seeded with (seed, k, n // per_epoch): each
+  task runs through its own epochs, dropping the last partial batch. A task with fewer
+  training samples than the batch size uses all of them as its batch.
+- The sampler's state ({"step", "counts"}) travels with each batch, so the state saved in a
+  checkpoint is that of the last batch trained on, however far the loader has read ahead.
+- In a distributed run every process draws the same task and the same global batch and takes
+  its share indices[rank::world]: the global batch is batch_size, as in a single process.
+- Audio, visual and patch features are standardised per channel with statistics of the
+  training clips, pooled over the tasks (feature_stats; kept in every checkpoint, so evaluation
+  uses the training statistics). An affine map the input projections could learn, but features
+  of random-weight VGGish are ~0.005 in size, which Adam at lr 1e-4 takes long to scale up.
+  `standardise=false` feeds the raw features (HAN does).
+- Batches are read whole: one orthogonal read per array of the sorted unique clips (a clip's
+  arrays are one chunk each), so a loader process decodes each chunk once. Features stay
+  float16 until they reach the device; LLP (no SPM) never reads patches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.store import FeatureStore, StoreError
+from pipeline.vocab import TASKS as PROMPT_ORDER
+
+HEADS = {"ave": "ave", "llp": "llp", "vggss": "vggss", "avs-s4": "avs", "avs-ms3": "avs", "avss": "avs",
+         "music-avqa": "avqa"}
+ALL_TASKS = tuple(HEADS)
+TARGETS = {  # per-sample arrays read beside the features (training targets and ground truth)
+    "ave": ("labels",), "llp": ("video_labels", "gt_audio", "gt_visual"), "vggss": ("boxes",),
+    "avs-s4": ("masks", "mask_valid"), "avs-ms3": ("masks", "mask_valid"), "avss": ("masks", "mask_valid"),
+    "music-avqa": (),
+}
+LONG = ("labels", "answer")  # targets the losses index with
+NO_TOKENS = ("vggss", "avs-s4", "avs-ms3")  # heads called without valid_ids (S4/MS3: binary masks)
+SPLITS = ("train", "val", "test")
+
+
+def resolve_tasks(tasks: str | list[str]) -> list[str]:
+    """"all" or a comma list (or a list) of task names, checked, in ALL_TASKS order."""
+    names = list(ALL_TASKS) if tasks in ("all", ["all"]) else (
+        [t.strip() for t in tasks.split(",") if t.strip()] if isinstance(tasks, str) else list(tasks))
+    unknown = [t for t in names if t not in HEADS]
+    if unknown or not names:
+        raise ValueError(f"unknown task(s) {unknown or names}; tasks: all or a comma list of {', '.join(ALL_TASKS)}")
+    return [t for t in ALL_TASKS if t in names]
+
+
+@dataclass
+class TaskStore:
+    """What training needs from one task's store, read once in the main process."""
+
+    task: str
+    path: Path
+    T: int
+    visual_dim: int
+    n_patches: int
+    vocab_emb: np.ndarray                 # (V, D) float32
+    valid_ids: np.ndarray | None          # (K,) the task's class tokens (targets are positions in it);
+                                          # None for NO_TOKENS, even where the store has them (S4)
+    classes: list[str]
+    random_weights: bool
+    samples: dict[str, np.ndarray] = field(default_factory=dict)   # split -> sample indices
+    questions: dict[str, np.ndarray] = field(default_factory=dict)  # MUSIC-AVQA: clip, answer, type, emb
+
+    @property
+    def head(self) -> str:
+        return HEADS[self.task]
+
+    def n(self, split: str) -> int:
+        return len(self.samples.get(split, ()))
+
+    def clip_index(self, samples: np.ndarray) -> np.ndarray:
+        return self.questions["clip"][samples] if self.questions else np.asarray(samples)
+
+
+def open_task(task: str, path: Path | str) -> TaskStore:
+    fs = FeatureStore(path)
+    attrs = fs.attrs
+    if attrs.get("task", attrs.get("dataset")) not in (task, None):
+        raise StoreError(f"{path}: holds {attrs.get('task')!r}, not {task!r}")
+    if task not in HEADS:
+        raise StoreError(f"{path}: unknown task {task!r}")
+    shared = dict(fs.group["shared"].arrays()) if "shared" in fs.group else {}
+    for name in ("vocab_emb", "task_emb"):
+        if name not in shared:
+            raise StoreError(f"{path}: no shared/{name}; extract it with `avu extract --dataset {task}`")
+    patches = fs.group["patches"].shape
+    valid = fs.shared("valid_ids").astype(np.int64) if "valid_ids" in shared and task not in NO_TOKENS else None
+    ts = TaskStore(task, Path(path), int(attrs.get("T") or patches[1]), int(patches[-1]), int(patches[2]),
+                   fs.shared("vocab_emb").astype(np.float32), valid, list(attrs.get("classes", [])),
+                   fs.random_weights)
+    done = fs.done()
+    if task == "music-avqa":
+        clip = fs.shared("question_clip").astype(np.int64)
+        split_names = list(attrs["question_splits"])
+        split_of = fs.shared("question_split")
+        ts.questions = {"clip": clip, "answer": fs.shared("question_answer").astype(np.int64),
+                        "type": fs.shared("question_type").astype(np.int64),
+                        "types": np.array(attrs["question_types"], dtype=object)}
+        ok = np.isin(clip, done)
+        ts.samples = {s: np.flatnonzero((split_of == k) & ok) for k, s in enumerate(split_names)}
+    else:
+        ts.samples = {s: fs.split(s) for s in attrs.get("splits", {})}
+    ts.samples = {s: idx for s, idx in ts.samples.items() if len(idx)}
+    return ts
+
+
+def open_tasks(tasks: list[str], template: str) -> dict[str, TaskStore]:
+    """Every task's store (`template` holds {task}); all must share features and vocabulary."""
+    stores = {t: open_task(t, Path(template.format(task=t)).expanduser()) for t in tasks}
+    dims = {(s.visual_dim, s.n_patches) for s in stores.values()}
+    if len(dims) > 1:
+        raise StoreError("stores differ in CLIP width or patch grid: "
+                         + ", ".join(f"{t} {s.visual_dim}/{s.n_patches}" for t, s in stores.items()))
+    return stores
+
+
+# ----------------------------------------------------------------------------- reading batches
+class TaskData:
+    """Reads whole batches of one task; opens its store lazily, once per process."""
+
+    def __init__(self, ts: TaskStore, with_patches: bool):
+        self.ts = ts
+        self.arrays = ("audio", "visual") + (("patches",) if with_patches else ()) + TARGETS[ts.task]
+        self.prompt_row = PROMPT_ORDER.index(ts.task)
+        self._fs: FeatureStore | None = None
+        self._prompt: np.ndarray | None = None
+
+    def __getstate__(self) -> dict:  # the store handle is not sent to loader processes
+        return {**self.__dict__, "_fs": None, "_prompt": None}
+
+    @property
+    def fs(self) -> FeatureStore:
+        if self._fs is None:
+            self._fs = FeatureStore(self.ts.path)
+            self._prompt = self._fs.shared("task_emb")[self.prompt_row]
+        return self._fs
+
+    def read(self, split: str, positions: np.ndarray) -> dict[str, np.ndarray]:
+        """The samples at `positions` of the split's sample list."""
+        samples = self.ts.samples[split][np.asarray(positions, dtype=np.int64)]
+        clips = self.ts.clip_index(samples)
+        unique, inverse = np.unique(clips, return_inverse=True)  # sorted reads; AVQA videos once
+        batch = {name: self.fs.read(name, unique)[inverse] for name in self.arrays}
+        for name in LONG:
+            if name in batch:
+                batch[name] = batch[name].astype(np.int64)
+        if self.ts.questions:
+            q = self.ts.questions
+            batch["answer"], batch["qtype"] = q["answer"][samples], q["type"][samples]
+            batch["prompt"] = self.question_emb[samples]
+        else:
+            batch["prompt"] = np.repeat(self._prompt[None].astype(np.float16), len(samples), axis=0)
+        batch["clip_index"], batch["sample_index"] = clips, samples
+        return batch
+
+    @property
+    def question_emb(self) -> np.ndarray:
+        if "emb" not in self.ts.questions:   # read once per process (Q x D float16)
+            self.ts.questions["emb"] = self.fs.shared("question_emb")
+        return self.ts.questions["emb"]
+
+
+class BatchDataset(torch.utils.data.Dataset):
+    """Indexed by a batch spec {"task", "split", "indices": positions in the split, ...}: returns
+    the whole batch (the loader runs with batch_size=None). Other keys of the spec pass through."""
+
+    def __init__(self, stores: dict[str, TaskStore], uses_patches: dict[str, bool]):
+        self.data = {t: TaskData(s, uses_patches[s.head]) for t, s in stores.items()}
+
+    def __getitem__(self, spec: dict) -> dict:
+        batch = self.data[spec["task"]].read(spec["split"], spec["indices"])
+        return {**{k: v for k, v in spec.items() if k not in ("indices", "split")}, **batch}
+
+
+# ----------------------------------------------------------------------------- samplers
+def _draw(seed: int, step: int, tasks: list[str], p: np.ndarray) -> str:
+    return tasks[int(np.random.default_rng([seed, step]).choice(len(tasks), p=p))]
+
+
+class TaskSampler(torch.utils.data.Sampler):
+    """Endless training batch specs; the task of each step drawn with `weights`, seeded."""
+
+    def __init__(self, sizes: dict[str, int], batch_size: int, weights: dict[str, float], seed: int,
+                 rank: int = 0, world: int = 1, state: dict | None = None):
+        self.tasks = [t for t in sizes if sizes[t] > 0 and weights.get(t, 0) > 0]
+        if not self.tasks:
+            raise ValueError("no task has training samples and a weight > 0")
+        if batch_size % world:
+            raise ValueError(f"batch_size {batch_size} does not split over {world} processes")
+        w = np.array([float(weights[t]) for t in self.tasks])
+        self.p = w / w.sum()
+        self.sizes, self.seed, self.rank, self.world = sizes, seed, rank, world
+        self.batch = {t: min(batch_size, sizes[t] - sizes[t] % world) for t in self.tasks}
+        self.per_epoch = {t: sizes[t] // self.batch[t] for t in self.tasks}
+        self.state = state or {"step": 0, "counts": dict.fromkeys(self.tasks, 0)}
+
+    def steps_per_epoch(self) -> int:
+        """As many steps as all tasks' training batches together (the paper's epoch, jointly)."""
+        return sum(self.per_epoch.values())
+
+    def indices(self, task: str, count: int) -> np.ndarray:
+        """The global batch of the task's count-th draw."""
+        k, B = ALL_TASKS.index(task), self.batch[task]
+        epoch, n = divmod(count, self.per_epoch[task])
+        perm = np.random.default_rng([self.seed, k, epoch]).permutation(self.sizes[task])
+        return perm[n * B:(n + 1) * B]
+
+    def __iter__(self):
+        step, counts = self.state["step"], dict(self.state["counts"])
+        while True:
+            task = _draw(self.seed, step, self.tasks, self.p)
+            idx = self.indices(task, counts[task])[self.rank::self.world]
+            counts[task] += 1
+            step += 1
+            yield {"task": task, "split": "train", "indices": idx,
+                   "state": {"step": step, "counts": dict(counts)}}
+
+
+def split_specs(task: str, split: str, n: int, batch_size: int) -> list[dict]:
+    """Batch specs covering a split's n samples in order (evaluation)."""
+    return [{"task": task, "split": split, "indices": np.arange(i, min(i + batch_size, n))}
+            for i in range(0, n, batch_size)]
+
+
+def make_loader(dataset: BatchDataset, specs, workers: int, prefetch: int, pin: bool,
+                persistent: bool = False) -> torch.utils.data.DataLoader:
+    """A loader over batch specs (an iterable sampler or a list). Its own generator keeps it from
+    drawing on the global torch RNG, which dropout (and so a resumed run) depends on."""
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=None, sampler=specs, num_workers=workers, pin_memory=pin,
+        prefetch_factor=prefetch if workers else None, persistent_workers=persistent and workers > 0,
+        generator=torch.Generator().manual_seed(0))
+
+
+FEATURES = ("audio", "visual", "patches")
+
+
+def feature_stats(stores: dict[str, TaskStore], clips: int = 64, patch_clips: int = 16) -> dict[str, dict]:
+    """Per-channel mean and std of audio, visual and patches over training clips of every task
+    (pooled: one input space for the shared model): up to `clips` clips a task, evenly spaced,
+    `patch_clips` for the patches. Read clip by clip, summed in float64."""
+    sums = {n: [0.0, 0.0, 0] for n in FEATURES}
+    for s in stores.values():
+        train = np.unique(s.clip_index(s.samples.get("train", np.zeros(0, np.int64))))
+        if not len(train):
+            continue
+        fs = FeatureStore(s.path)
+        for name in FEATURES:
+            n = clips if name != "patches" else patch_clips
+            for i in train[np.linspace(0, len(train) - 1, min(n, len(train))).round().astype(int)]:
+                x = fs.read(name, int(i)).astype(np.float64).reshape(-1, fs.group[name].shape[-1])
+                acc = sums[name]
+                acc[0], acc[1], acc[2] = acc[0] + x.sum(0), acc[1] + (x * x).sum(0), acc[2] + len(x)
+    out = {}
+    for name, (total, squares, count) in sums.items():
+        if not count:
+            raise StoreError("no training clips to compute feature statistics from")
+        mean = total / count
+        std = np.sqrt(np.maximum(squares / count - mean ** 2, 0))
+        std = np.maximum(std, 1e-2 * np.median(std) + 1e-12)   # dead channels: no division by ~0
+        out[name] = {"mean": torch.tensor(mean, dtype=torch.float32), "std": torch.tensor(std, dtype=torch.float32)}
+    return out
+
+
+def to_device(batch: dict, device: torch.device, norm: dict | None = None) -> dict:
+    """Tensors to the device (non-blocking from pinned memory); features to float32 there and,
+    given `norm` (feature_stats), standardised per channel."""
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            v = v.to(device, non_blocking=True)
+            if k in ("audio", "visual", "patches", "prompt"):
+                v = v.float()
+            if norm is not None and k in norm:
+                v = (v - norm[k]["mean"].to(device)) / norm[k]["std"].to(device)
+        out[k] = v
+    return out
