@@ -42,6 +42,17 @@ def bad_dir(timecode_dir, tmp_path_factory) -> Path:
     return d
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors gain nothing from threads, and on busy cores OpenMP threads contend."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def tiny_config(**kw) -> ExtractConfig:
     """A tiny random open_clip model and random VGGish: tests where weights are not the point."""
     values = dict(clip_model="avu-tiny-clip", random_weights=True, workers=0, clip_batch=16,

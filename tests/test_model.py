@@ -18,13 +18,7 @@ VALID_IDS = {"ave": torch.arange(0, 29), "llp": torch.arange(29, 54), "vggss": N
              "avss": torch.arange(60, 131), "avqa": torch.arange(140, 150)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on busy cores OpenMP threads contend."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_config(**kw) -> ModelConfig:

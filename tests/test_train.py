@@ -28,12 +28,7 @@ TINY = ["d_model=16", "n_heads=2", "d_ff=16", "mask_channels=8", "batch_size=4",
         "log_every=1", "lr=1e-3", "workers=0"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
