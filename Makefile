@@ -12,18 +12,12 @@ setup:
 test: setup
 	$(VENV)/bin/python -m pytest -q
 
-DATASETS := ave llp vggss avs-s4 avs-ms3 avss music-avqa
 
-# Stage one on the built-in synthetic mini-benchmark, with random-weight encoders (a fresh
-# machine has no pretrained weights): synthesise all seven datasets in their official layouts,
-# extract each into its store, then show one. Training and reporting join when the trainer lands.
+# The main job on the built-in synthetic mini-benchmark, end to end: synthesise all seven datasets
+# in their official layouts, extract each (random-weight encoders: a fresh machine has no
+# pretrained weights), train all tasks jointly, evaluate on the test splits, print the report.
 demo: setup
-	$(AVU) synth --out $(DEMO)/raw
-	for d in $(DATASETS); do \
-		$(AVU) extract --dataset $$d --root $(DEMO)/raw/$$d --out $(DEMO)/features/$$d.zarr \
-			--random-weights clip_model=avu-tiny-clip patch_grid=4 || exit 1; \
-	done
-	$(AVU) info $(DEMO)/features/llp.zarr
+	$(AVU) demo --out $(DEMO)
 
 bench: setup
 	$(VENV)/bin/python benchmarks/bench_extract.py

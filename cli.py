@@ -217,6 +217,113 @@ def report(
     raise typer.Exit(make_report(runs, split, fmt, plots, err_console=console))
 
 
+TASK_NAMES = "ave, llp, vggss, avs-s4, avs-ms3, avss, music-avqa"
+
+
+@app.command()
+def train(
+    overrides: Optional[List[str]] = OVERRIDES,
+    out: Path = typer.Option(..., "--out", help="Run directory to create (or, with --resume, continue)."),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help=f"all, or a comma list of: {TASK_NAMES}. "
+                                        "One task alone is the paper's single-task (w/o jt) run."),
+    stores: Optional[str] = typer.Option(None, "--stores", help="Each task's store, with {task} in the path "
+                                         "(default from stages.yaml: features/{task}.zarr)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from checkpoints/last.pt."),
+    nproc: int = typer.Option(1, "--nproc", help="Processes on this machine (DistributedDataParallel via "
+                              "torchrun; one per GPU). For several machines call torchrun yourself."),
+    config: Optional[Path] = typer.Option(None, help="Settings file (default: the shipped stages.yaml)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No live progress display."),
+) -> None:
+    """Train AV-Unified (MS-STPM) on the cached features of one or more tasks, jointly.
+
+    The run directory gets config.yaml, run.json, metrics.jsonl and checkpoints/ (last, best,
+    best-<task>). Ctrl-C finishes the step and saves; --resume continues as if never stopped."""
+    from pipeline.config import ConfigError
+    from pipeline.store import StoreError
+    from trainer.train import resolve_config, train as run_train
+
+    try:
+        cfg = resolve_config(overrides, config, out if resume else None, tasks=tasks, stores=stores)
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+    if nproc > 1:
+        import subprocess
+
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "trainer.train", "--out", str(out), *(["--resume"] if resume else []),
+               *(["--config", str(config)] if config else []), *(["--quiet"] if quiet else []),
+               *(f"{k}={v}" for k, v in (("tasks", tasks), ("stores", stores)) if v is not None),
+               *(overrides or [])]
+        console.print(f"launching: {' '.join(cmd)}")
+        raise typer.Exit(subprocess.call(cmd))
+    try:
+        run = run_train(cfg, out, resume=resume, quiet=quiet)
+    except (FileNotFoundError, FileExistsError, ValueError, StoreError) as err:
+        _fail(str(err))
+    console.print(f"run in {run}; evaluate it with: avu eval {run} --split test")
+
+
+@app.command("eval")
+def eval_(
+    path: Path = typer.Argument(..., help="A run directory, or a predictions file (eval/<split>/<task>.npz) "
+                                "to rescore."),
+    split: str = typer.Option("test", help="The split to evaluate (a run directory only)."),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="Comma list of tasks (default: the run's)."),
+    checkpoint: str = typer.Option("best", help="best | last | task (each task its own best) | a path."),
+    store: Optional[Path] = typer.Option(None, help="A predictions file's store (default: from its run)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+    batch_size: int = typer.Option(32, help="Clips per forward pass."),
+    workers: int = typer.Option(0, help="Loader processes."),
+) -> None:
+    """Predict with a trained run and score each task with the official metrics.
+
+    Writes eval/<split>/<task>.npz (the predictions) and <task>.json (metrics and chance), which
+    `avu report` reads. Given a .npz, scores it again without the model."""
+    from pipeline.store import StoreError
+    from trainer.evaluate import evaluate
+    from trainer.rundir import RunDirError
+
+    if not path.exists():
+        _fail(f"{path}: no such run directory or predictions file")
+    try:
+        with console.status(f"evaluating {path} on {split}"):
+            results = evaluate(path, split, tasks.split(",") if tasks else None, checkpoint, device, batch_size,
+                               workers, store=store)
+    except (FileNotFoundError, RunDirError, StoreError, ValueError, KeyError) as err:
+        _fail(str(err))
+    table = Table(title=f"eval {path} ({split})")
+    for col in ("task", "n", "metric", "ours", "chance"):
+        table.add_column(col, justify="left" if col in ("task", "metric") else "right")
+    for task, r in results.items():
+        if "skipped_split" in r:
+            table.add_row(task, "0", f"no {split} split", "", "")
+            continue
+        for k, v in r["metrics"].items():
+            c = r.get("chance", {}).get(k)
+            table.add_row(task, str(r["n"]), k, f"{100 * v:.2f}", "" if c is None else f"{100 * c:.2f}")
+    Console().print(table)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo"), "--out", help="Folder for synth/, features/ and run/."),
+    scale: float = typer.Option(1.0, help="Multiplies the clips per dataset."),
+    steps: int = typer.Option(3000, help="Training steps."),
+    seed: int = typer.Option(0, help="Random seed (data and training)."),
+) -> None:
+    """The main job end to end on the built-in synthetic mini-benchmark: synthesise the seven
+    datasets, extract them (RANDOM-WEIGHT encoders), train all tasks jointly, evaluate on the
+    test splits and print the report, with chance beside every number. Re-running skips what
+    is done."""
+    from trainer.demo import demo as run_demo
+
+    _random_banner()
+    lines = run_demo(out, scale, steps, seed)
+    below = [f"{t} {k}" for t, scores in lines.items() for k, (ours, chance) in scores.items() if ours <= chance]
+    if below:
+        console.print(f"[yellow]not above chance:[/] {', '.join(below)}")
+
+
 def main() -> None:
     app()
 

@@ -30,13 +30,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-SIZES = {"ave": 48, "llp": 48, "vggss": 48, "avs-s4": 40, "avs-ms3": 40, "avss": 40, "music-avqa": 64}
+SIZES = {"ave": 48, "llp": 48, "vggss": 48, "avs-s4": 40, "avs-ms3": 40, "avss": 40, "music-avqa": 96}
 EXTRACT = dict(clip_model="avu-tiny-clip", random_weights=True, workers=0, patch_grid=4, clip_batch=80,
                clips_per_task=8, decode_threads=1)
 DATASETS = dict(avs_mask_size=32)
 DEMO_TRAIN = dict(d_model=64, n_heads=2, d_ff=128, dropout=0.0, mask_channels=16, batch_size=16, lr=1e-3,
                   lr_decay_epochs=1000, workers=1, prefetch=4, log_every=25, eval_batch_size=32,
-                  task_weights={"avs-s4": 2, "avs-ms3": 2})
+                  task_weights={"avs-s4": 2, "avs-ms3": 2, "avss": 3, "music-avqa": 2})
 HEADLINE = {"ave": ("accuracy",), "llp": ("segment_type_avg", "event_type_avg"), "vggss": ("ciou", "auc"),
             "avs-s4": ("miou", "fscore"), "avs-ms3": ("miou", "fscore"), "avss": ("miou", "fscore"),
             "music-avqa": ("All",)}   # the paper's table rows, printed with chance after training
