@@ -18,7 +18,9 @@ import torch
 from pipeline.config import ConfigError
 from trainer import checkpoint as ckpt
 from trainer import train as T
-from trainer.data import BatchDataset, TaskSampler, make_loader, open_tasks, resolve_tasks
+from pipeline.store import FeatureStore
+from trainer.data import (BatchDataset, TaskSampler, feature_stats, make_loader, open_tasks, resolve_tasks,
+                          to_device)
 from trainer.rundir import load_run, read_log
 
 from .fake_stores import make_stores
@@ -80,6 +82,25 @@ def test_loader_reads_each_task_with_workers(stores):
     assert "patches" not in seen["llp"] and seen["ave"]["labels"].dtype == torch.int64
     assert seen["music-avqa"]["prompt"].shape == (4, 16) and seen["music-avqa"]["answer"].dtype == torch.int64
     assert seen["avss"]["masks"].shape == (4, 10, 16, 16) and seen["ave"]["audio"].dtype == torch.float16
+
+
+def test_features_and_question_prompts_are_standardised_with_training_statistics(stores):
+    ts = open_tasks(["ave", "music-avqa"], stores)
+    norm = feature_stats(ts)
+    q = ts["music-avqa"]
+    train = np.sort(q.samples["train"])
+    emb = FeatureStore(q.path).shared("question_emb").astype(np.float64)
+    assert np.allclose(norm["question"]["mean"].numpy(), emb[train].mean(0), atol=1e-5)
+    assert not np.allclose(norm["question"]["mean"].numpy(), emb.mean(0), atol=1e-5)   # val/test not used
+    data = BatchDataset(ts, {"ave": False, "avqa": True})
+    raw = torch.utils.data.default_convert(data[{"task": "music-avqa", "split": "train", "indices": np.arange(8)}])
+    out = to_device(raw, torch.device("cpu"), norm)
+    expect = (raw["prompt"].float() - norm["question"]["mean"]) / norm["question"]["std"]
+    assert torch.allclose(out["prompt"], expect)
+    assert torch.allclose(out["audio"], (raw["audio"].float() - norm["audio"]["mean"]) / norm["audio"]["std"])
+    raw = torch.utils.data.default_convert(data[{"task": "ave", "split": "train", "indices": np.arange(4)}])
+    out = to_device(raw, torch.device("cpu"), norm)       # a task prompt is left as it is
+    assert torch.equal(out["prompt"], raw["prompt"].float())
 
 
 def test_checkpoint_is_atomic_and_weights_only(tmp_path):
