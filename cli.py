@@ -308,13 +308,14 @@ def eval_(
 def demo(
     out: Path = typer.Option(Path("demo"), "--out", help="Folder for synth/, features/ and run/."),
     scale: float = typer.Option(1.0, help="Multiplies the clips per dataset."),
-    steps: int = typer.Option(4000, help="Training steps."),
+    steps: int = typer.Option(3000, help="Training steps."),
     seed: int = typer.Option(0, help="Random seed (data and training)."),
 ) -> None:
-    """The main job end to end on the built-in synthetic mini-benchmark: synthesise the seven
-    datasets, extract them (RANDOM-WEIGHT encoders), train all tasks jointly, evaluate on the
-    test splits and print the report, with chance beside every number. Re-running skips what
-    is done."""
+    """The whole job on the built-in synthetic mini-benchmark (what `make demo` runs).
+
+    Synthesise the seven datasets, extract them (RANDOM-WEIGHT encoders), train all tasks
+    jointly, evaluate on the test splits and print the report, with chance beside every number.
+    Re-running skips what is done."""
     from trainer.demo import demo as run_demo
 
     _random_banner()
