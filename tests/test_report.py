@@ -297,3 +297,16 @@ def test_plots_written_as_png(tmp_path, runs):
         data = p.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, p.name
     assert "failed" not in err and "wrote 8 figure(s)" in err
+
+
+def test_plotted_boxes_skip_padding_and_boxes_of_no_area():
+    from matplotlib.figure import Figure
+
+    from trainer.plots import _boxes
+
+    ax = Figure().add_subplot()
+    boxes = [[0.1, 0.1, 0.5, 0.6], [0, 0, 0, 0], [0.5, 0.5, -2.88e16, 0.6], [0.2, 0.3, 1.7, 0.9]]
+    _boxes(ax, np.array(boxes), 224, 224)
+    drawn = [(p.get_x(), p.get_width()) for p in ax.patches]
+    assert len(drawn) == 2 and all(w > 0 for _, w in drawn)     # the garbage box fills nothing: not drawn
+    assert drawn[1][1] == pytest.approx(0.8 * 224)              # clipped at the frame's edge

@@ -198,9 +198,11 @@ def _overlay(ax, canvas: np.ndarray, layer: np.ndarray | None, kind: str, alpha:
 
 
 def _boxes(ax, boxes: np.ndarray, w: int, h: int, **style) -> None:
-    """Normalised [xmin, ymin, xmax, ymax] boxes; all-zero rows are padding."""
+    """Normalised [xmin, ymin, xmax, ymax] boxes; all-zero rows are padding, and boxes of no area
+    after clipping (VGG-SS's garbage coordinates) are not drawn, as the metric fills nothing."""
     b = np.asarray(boxes, dtype=float).reshape(-1, 4)
     b = np.clip(b[np.isfinite(b).all(1) & (np.abs(b).sum(1) > 0)], 0, 1)
+    b = b[(b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])]
     for x0, y0, x1, y1 in b:
         ax.add_patch(Rectangle((x0 * w - 0.5, y0 * h - 0.5), (x1 - x0) * w, (y1 - y0) * h,
                                fill=False, **({"edgecolor": "lime", "lw": 2} | style)))
