@@ -205,6 +205,27 @@ def test_token_logits_are_constrained_to_valid_ids():
         assert torch.equal(ids[pred], tok.argmax(-1))  # class index <-> token id
 
 
+@pytest.mark.parametrize("variant", ["s4", "avss"])
+def test_avs_loss_in_chunks_equals_one_shot(variant):
+    """The chunked, recomputed loss (bounded memory) gives the plain loss and its gradients."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    K, size = (1, 24) if variant == "s4" else (71, 24)
+    logits = torch.randn(3, 5, K, 8, 8, requires_grad=True)
+    masks = torch.randint(0, 2 if K == 1 else K, (3, 5, size, size))
+    valid = torch.rand(3, 5) < 0.7
+    batch = {"masks": masks, "mask_valid": valid}
+    x = F.interpolate(logits[valid], size=(size, size), mode="bilinear", align_corners=False)
+    m = masks[valid]
+    ref = (F.binary_cross_entropy_with_logits(x[:, 0], (m != 0).to(x.dtype)) if K == 1
+           else F.cross_entropy(x, m))
+    (g_ref,) = torch.autograd.grad(ref, logits)
+    loss = TASKS["avs"].loss({"mask_logits": logits}, batch, chunk_pixels=2 * K * size * size)  # 2 frames a chunk
+    (g,) = torch.autograd.grad(loss, logits)
+    assert torch.allclose(loss, ref, rtol=1e-5) and torch.allclose(g, g_ref, rtol=1e-4, atol=1e-9)
+
+
 def test_avs_loss_ignores_invalid_frames():
     model = build(tiny_config())
     batch = make_batch("s4")

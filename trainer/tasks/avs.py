@@ -54,15 +54,38 @@ class Head(nn.Module):
         return {"mask_logits": logits.view(B, T, *logits.shape[1:])}  # (B, T, K, 4g, 4g)
 
 
-def loss(outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> Tensor:
+CHUNK_PIXELS = 2 ** 22   # full-size logit values per loss chunk (16 MB in fp32)
+
+
+def _frame_loss_sum(logits: Tensor, masks: Tensor) -> Tensor:
+    """Summed per-pixel loss of frames (n, K, h, w) against masks (n, H, W) at the masks' size."""
+    up = F.interpolate(logits.float(), size=masks.shape[-2:], mode="bilinear", align_corners=False)
+    if up.shape[1] == 1:
+        return F.binary_cross_entropy_with_logits(up[:, 0], (masks != 0).float(), reduction="sum")
+    return F.cross_entropy(up, masks.long(), reduction="sum")
+
+
+def loss(outputs: dict[str, Tensor], batch: dict[str, Tensor], chunk_pixels: int = CHUNK_PIXELS) -> Tensor:
+    """Mean per-pixel BCE (binary) or CE (AVSS) over the valid frames at the masks' size.
+
+    The full-size logits are never held for the whole batch: frames go through in chunks of
+    about `chunk_pixels` logit values, each recomputed in the backward pass (checkpointing).
+    AVSS at the paper's batch 64 would otherwise hold 64 x 10 x 71 x 224 x 224 fp32 values
+    (9.1 GB) and as much again for their gradient. The value equals the one-shot mean."""
     valid = batch["mask_valid"].bool()  # (B, T)
     logits, masks = outputs["mask_logits"][valid], batch["masks"][valid]  # (n, K, h, w), (n, H, W)
     if len(masks) == 0:
         return outputs["mask_logits"].sum() * 0.0
-    logits = F.interpolate(logits.float(), size=masks.shape[-2:], mode="bilinear", align_corners=False)
-    if logits.shape[1] == 1:
-        return F.binary_cross_entropy_with_logits(logits[:, 0], (masks != 0).float())
-    return F.cross_entropy(logits, masks.long())
+    per_frame = logits.shape[1] * masks.shape[-1] * masks.shape[-2]
+    step = max(1, chunk_pixels // per_frame)
+    if step >= len(masks):
+        total = _frame_loss_sum(logits, masks)
+    else:
+        from torch.utils.checkpoint import checkpoint
+
+        total = sum(checkpoint(_frame_loss_sum, logits[i:i + step], masks[i:i + step], use_reentrant=False)
+                    for i in range(0, len(masks), step))
+    return total / masks.numel()
 
 
 def decode(outputs: dict[str, Tensor], size: int = 224) -> dict[str, Tensor]:
