@@ -96,7 +96,11 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(timecode_dir, tmp_pat
     out = tmp_path / "killed.zarr"
     cmd = [sys.executable, "-m", "cli", "extract", "--videos", str(videos), "--out", str(out), "--random-weights",
            "workers=0", "clip_model=avu-tiny-clip", "patch_grid=4", "clips_per_task=1", "clip_batch=16"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Ctrl-C as from a terminal: SIGINT handled by default in the child, even where this test
+    # runs as a background job of a non-interactive shell (which starts it with SIGINT ignored,
+    # and an ignored SIGINT stays ignored in every child: measured, the run then finished).
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline, seen = time.time() + 120, 0
     while time.time() < deadline and seen < 2:   # two reads in a row: not a read racing a write
         try:
