@@ -12,7 +12,6 @@ setup:
 test: setup
 	$(VENV)/bin/python -m pytest -q
 
-
 # The main job on the built-in synthetic mini-benchmark, end to end: synthesise all seven datasets
 # in their official layouts, extract each (random-weight encoders: a fresh machine has no
 # pretrained weights), train all tasks jointly, evaluate on the test splits, print the report.

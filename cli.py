@@ -14,6 +14,8 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table
 
+from pipeline.vocab import TASKS
+
 app = typer.Typer(
     name="avu",
     help="avu: audio-visual scene understanding (AV-Unified). Stage one extracts features; "
@@ -217,14 +219,11 @@ def report(
     raise typer.Exit(make_report(runs, split, fmt, plots, err_console=console))
 
 
-TASK_NAMES = "ave, llp, vggss, avs-s4, avs-ms3, avss, music-avqa"
-
-
 @app.command()
 def train(
     overrides: Optional[List[str]] = OVERRIDES,
     out: Path = typer.Option(..., "--out", help="Run directory to create (or, with --resume, continue)."),
-    tasks: Optional[str] = typer.Option(None, "--tasks", help=f"all, or a comma list of: {TASK_NAMES}. "
+    tasks: Optional[str] = typer.Option(None, "--tasks", help=f"all, or a comma list of: {', '.join(TASKS)}. "
                                         "One task alone is the paper's single-task (w/o jt) run."),
     stores: Optional[str] = typer.Option(None, "--stores", help="Each task's store, with {task} in the path "
                                          "(default from stages.yaml: features/{task}.zarr)."),

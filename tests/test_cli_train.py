@@ -42,7 +42,7 @@ def test_train_eval_report_from_the_command_line(stores, tmp_path):
     assert max(rec["step"] for rec in records) == 4
     assert {rec["task"] for rec in records if rec["kind"] == "val"} == {"ave", "llp", "music-avqa"}
 
-    # a second `train` into the same folder is refused; --resume of a finished run changes nothing
+    # a second `train` into the same folder is refused
     again = runner.invoke(app, ["train", "--out", str(run), "--stores", stores, "--quiet", *TINY])
     assert again.exit_code == 2 and "already holds a run" in said(again)
 

@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from pipeline.config import ConfigError
+from pipeline.store import FeatureStore
 from trainer import checkpoint as ckpt
 from trainer import train as T
-from pipeline.store import FeatureStore
 from trainer.data import (BatchDataset, TaskSampler, feature_stats, make_loader, open_tasks, resolve_tasks,
                           to_device)
 from trainer.rundir import load_run, read_log
