@@ -54,6 +54,8 @@ def test_perfect_predictions_score_full_marks(run):
     masks = fs.read("masks", idx)
     r = score("avss", {"mask_classes": masks, "clip_index": idx}, fs)
     assert r["metrics"] == M.avss_scores(masks.reshape(-1, 16, 16), masks.reshape(-1, 16, 16))
+    present = len(np.unique(masks))                 # every class present scores IoU 1, the rest 0
+    assert r["ceiling"] == r["metrics"] and r["ceiling"]["miou"] == pytest.approx(present / 71) and present < 71
     fs = store("music-avqa")
     q = np.flatnonzero(fs.shared("question_split") == 2)
     r = score("music-avqa", {"answer": fs.shared("question_answer")[q], "question_index": q,

@@ -13,9 +13,10 @@ from pipeline.config import DatasetsConfig
 from pipeline.datasets import DATASETS, extract_dataset, load_dataset, missing_list
 from pipeline.decode import decode
 from pipeline.store import DONE, FeatureStore
-from pipeline.synth import CLASSES, LOOKS, colour, generate, shape_mask, tone_hz
+from pipeline.synth import CLASSES, LOOKS, SILENT, TILED, colour, generate, shape_mask, tile_texture, tone_hz, vggss_scene
 from pipeline.timecode import dominant_hz
 from pipeline.vocab import AVQA_TYPES, AVSS_CLASSES, SERIALISERS, key
+from trainer.metrics import ssl_ciou
 
 from .conftest import tiny_config
 
@@ -79,6 +80,30 @@ def test_every_dataset_extracts_to_a_complete_store(stores, name):
             back = SERIALISERS[name][1](fs.read("tokens", i))
             assert all(np.array_equal(np.asarray(v), fs.read(k, i)) for k, v in back.items()), (name, i)
     assert not missing_list(fs.path).exists()
+
+
+def test_looks_tell_the_classes_of_a_dataset_apart():
+    for name, names in CLASSES.items():
+        if name != "vggss":                                    # VGG-SS draws tiles
+            assert len({tuple(colour(LOOKS[key(n)])) for n in names}) == len(names), name
+    assert len({tuple(tile_texture(LOOKS[k])) for k in TILED}) == len(TILED)
+
+
+def test_vggss_scenes_a_flat_heatmap_fails_and_the_right_half_passes():
+    """Sounding: one class in two tiles of one half; silent: SILENT things only. Under the
+    official top-50 % rule a flat heatmap keeps every pixel and must score cIoU < 0.5, while a
+    map that is high on the sounding half scores >= 0.5."""
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        cls, objs = vggss_scene(rng)
+        heard = [o for o in objs if o.audible.any()]
+        assert {o.name for o in heard} == {cls} and len(heard) == 2
+        assert all(o.name in SILENT for o in objs if not o.audible.any())
+        boxes = [np.array([o.box() for o in heard])]
+        inside = np.array([[any(b[0] <= (c + .5) / 4 <= b[2] and b[1] <= (r + .5) / 4 <= b[3] for b in boxes[0])
+                            for c in range(4)] for r in range(4)], np.float32)
+        flat, right = ssl_ciou(np.ones((1, 4, 4), np.float32), boxes), ssl_ciou(inside[None] + 0.01 * rng.random((1, 4, 4)), boxes)
+        assert flat[0] < 0.5 <= right[0], (flat, right)
 
 
 def test_ave_labels_are_the_seconds_both_seen_and_heard(stores):

@@ -30,6 +30,9 @@ Choices where the paper and docs/model.md are silent (each covered by tests/test
   computed in fp32; tokens outside valid_ids are set to -inf. `class_logits` gathers the valid
   columns in valid_ids order, so a task's targets are positions in its valid_ids.
 - SPM runs only for heads that read patches (`Head.uses_patches`); LLP skips it.
+- encode() also returns the unimodal streams `audio_in` (projected VGGish) and
+  `patches_visual` (patches after eq. 5 only): VGG-SS's contrastive heatmap needs features
+  that have not seen the other modality (trainer/tasks/vggss.py says why).
 """
 
 from __future__ import annotations
@@ -148,8 +151,10 @@ class SPM(nn.Module):
         self.norm_a = nn.LayerNorm(D)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, a_in: Tensor, a_tpm: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
-        """a_in: projected input audio, a_tpm: TPM audio (B, T, D); p: patches (B, T, M, D)."""
+    def forward(self, a_in: Tensor, a_tpm: Tensor, p: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """a_in: projected input audio, a_tpm: TPM audio (B, T, D); p: patches (B, T, M, D).
+        Returns the audio and patch outputs and the patches after self-attention alone (eq. 5),
+        which hold no audio."""
         B, T, M, D = p.shape
         p = p.reshape(B * T, M, D)
         p_hat = self.norm_p1(p + self.drop(self.patch_attn(p, p)))  # (BT, M, D)
@@ -157,7 +162,7 @@ class SPM(nn.Module):
         p_til = self.norm_p2(p_hat + self.drop(self.audio_guided(p_hat, audio)))  # (BT, M, D)
         a = a_tpm.reshape(B * T, 1, D)
         a_til = self.norm_a(a + self.drop(self.patch_guided(a, p_hat)))  # (BT, 1, D)
-        return a_til.view(B, T, D), p_til.view(B, T, M, D)
+        return a_til.view(B, T, D), p_til.view(B, T, M, D), p_hat.view(B, T, M, D)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,8 +301,9 @@ class AVUnified(nn.Module):
         feats = {"audio": a, "visual": v, "prompt": q}
         if spatial:
             p_in = self.embed["patches"](batch["patches"])  # (B, T, M, D)
-            a_s, p = self.spm(a_in, a, p_in)
+            a_s, p, p_hat = self.spm(a_in, a, p_in)
             feats["spm_audio"], feats["patches"] = self.tpgl.gate_spm(q, a_s, p)  # (B, T, D), (B, T, M, D)
+            feats["audio_in"], feats["patches_visual"] = a_in, p_hat       # unimodal streams (VGG-SS)
         return feats
 
     def forward(self, batch: dict[str, Tensor], task: str, vocab_emb: Tensor | None = None,

@@ -4,6 +4,14 @@ Heatmap = cosine similarity of the frame's audio embedding to each patch embeddi
 g x g grid. Loss: symmetric contrastive CE over the audio-to-patch MAX similarity between every
 audio and every clip's patches of the batch, tau = 0.03 (EZ-VSL sums both directions).
 Needs batches of >= 2 clips. No token interface: nothing here is a class.
+
+Which features: the audio as projected from VGGish (`audio_in`) and the patches after SPM's
+patch self-attention, eq. 5 (`patches_visual`), i.e. the two streams before either has seen
+the other, as EZ-VSL's separate encoders are. After TPM's cross-modal attention and SPM's
+audio guidance every patch of a clip carries that clip's own audio (and its audio the frame),
+so the contrastive loss is met by recognising the clip anywhere and the heatmap stays flat:
+measured on the synthetic benchmark (192 training clips, 300 steps, VGG-SS alone), fused
+features gave AUC 34.5 (a flat map: 37.5), these 48.3, with cIoU 36.5 against 57.3.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ class Head(nn.Module):
 
     def forward(self, feats: dict[str, Tensor], tokens: TokenHead, vocab_emb: Tensor | None = None,
                 valid_ids: Tensor | None = None) -> dict[str, Tensor]:
-        a, p = feats["audio"], feats["patches"]  # (B, T, D), (B, T, M, D)
+        a, p = feats["audio_in"], feats["patches_visual"]  # (B, T, D), (B, T, M, D)
         B, T, M, _ = p.shape
         assert M == self.grid ** 2, f"{M} patches do not match the configured {self.grid}x{self.grid} grid"
         audio = F.normalize(self.audio(a[:, T // 2]).float(), dim=-1)    # (B, D)
