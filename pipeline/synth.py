@@ -183,8 +183,45 @@ def write_image(path: Path, array: np.ndarray) -> None:
     Image.fromarray(array).save(path, **options)
 
 
+class _Encoders:
+    """While open, write_mp4 hands its ffmpeg run to one of two threads (ffmpeg works in a
+    subprocess, so they overlap with the drawing, which stays in the calling thread and keeps
+    the output deterministic); at most `pending` videos wait, bounding the memory."""
+    active: "_Encoders | None" = None
+
+    def __init__(self, threads: int = 2, pending: int = 4):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pool, self.pending, self.futures = ThreadPoolExecutor(threads), pending, []
+
+    def __enter__(self) -> "_Encoders":
+        _Encoders.active = self
+        return self
+
+    def submit(self, *args) -> None:
+        while len(self.futures) >= self.pending:
+            self.futures.pop(0).result()
+        self.futures.append(self.pool.submit(_encode_mp4, *args))
+
+    def __exit__(self, *exc) -> None:
+        _Encoders.active = None
+        try:
+            for f in self.futures:
+                f.result()                                   # re-raises an ffmpeg failure
+        finally:
+            self.pool.shutdown(cancel_futures=True)
+
+
 def write_mp4(path: Path, frames: np.ndarray, audio: np.ndarray) -> None:
-    """H.264 / AAC at FPS frames per second, each second's frame held for the whole second."""
+    """H.264 / AAC at FPS frames per second, each second's frame held for the whole second
+    (in the background inside `with _Encoders():`)."""
+    if _Encoders.active is not None:
+        _Encoders.active.submit(path, frames, audio)
+    else:
+        _encode_mp4(path, frames, audio)
+
+
+def _encode_mp4(path: Path, frames: np.ndarray, audio: np.ndarray) -> None:
     import ffmpeg
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -541,7 +578,8 @@ def generate(out: Path, seed: int = 0, clips: int = 16, only: list[str] | None =
 
                 shutil.rmtree(tmp)
             tmp.mkdir(parents=True)
-            make(tmp, np.random.default_rng([seed, k]), clips)
+            with _Encoders():
+                make(tmp, np.random.default_rng([seed, k]), clips)
             tmp.rename(root)                                    # a dataset is there whole or not at all
         roots[name] = root
     return roots

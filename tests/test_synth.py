@@ -9,11 +9,13 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
+from pipeline import synth
 from pipeline.config import DatasetsConfig
 from pipeline.datasets import DATASETS, extract_dataset, load_dataset, missing_list
 from pipeline.decode import decode
 from pipeline.store import DONE, FeatureStore
-from pipeline.synth import CLASSES, LOOKS, SILENT, TILED, colour, generate, shape_mask, tile_texture, tone_hz, vggss_scene
+from pipeline.synth import (CLASSES, LOOKS, SILENT, TILED, colour, generate, shape_mask, tile_texture, tone_hz,
+                            vggss_scene)
 from pipeline.timecode import dominant_hz
 from pipeline.vocab import AVQA_TYPES, AVSS_CLASSES, SERIALISERS, key
 from trainer.metrics import ssl_ciou
@@ -56,6 +58,24 @@ def test_generation_is_seeded_and_deterministic(tmp_path):
         assert all(filecmp.cmp(a[name] / f, b[name] / f, shallow=False) for f in files), name
     assert (a["avs-s4"] / "Single-source" / "s4_meta_data.csv").read_text() != \
         (c["avs-s4"] / "Single-source" / "s4_meta_data.csv").read_text()
+
+
+def test_videos_encoded_in_the_background_equal_serial_ones_and_failures_surface(tmp_path, monkeypatch):
+    a = generate(tmp_path / "a", seed=3, clips=3, only=["vggss"])["vggss"]      # 3 + 1 videos, 2 threads
+    monkeypatch.setattr(synth._Encoders, "__enter__", lambda self: self)        # never active: serial
+    b = generate(tmp_path / "b", seed=3, clips=3, only=["vggss"])["vggss"]
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert len([f for f in files if f.suffix == ".mp4"]) == 4
+    assert all(filecmp.cmp(a / f, b / f, shallow=False) for f in files)
+    monkeypatch.undo()
+
+    def broken(path, frames, audio):
+        raise RuntimeError(f"ffmpeg failed on {path.name}")
+
+    monkeypatch.setattr(synth, "_encode_mp4", broken)
+    with pytest.raises(RuntimeError, match="ffmpeg failed"):
+        generate(tmp_path / "c", seed=3, clips=3, only=["vggss"])
+    assert not (tmp_path / "c" / "vggss").exists()         # never renamed: no half-written dataset
 
 
 @pytest.mark.parametrize("name", list(DATASETS))
