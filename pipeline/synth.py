@@ -8,18 +8,20 @@ garbage coordinate, CRLF test list, ...) and its media (mp4, or AVSBench PNG/JPG
 so the real adapters read it unchanged. MUSIC-AVQA's train json, absent from public copies, is
 written in the schema of json_update.
 
-The planted signal: every class is an object with a look (a shape and a colour) and a sound (a
-tone at its own pitch, amplitude-modulated at its own rate); the same class name has the same
-look and sound in every dataset (looks are assigned over the vocabulary keys). An object is
-drawn in the seconds it is visible and sounds in the seconds it is audible, so labels, segments,
-frames and audio agree only when aligned: AVE events are the seconds an object is both seen and
-heard (the rest has silent or unseen distractors of the same class), LLP mixes audio-only,
-visual-only and audio-visual events, AVSBench masks are the pixels of the objects sounding in
-that frame (silent objects are on screen too), VGG-SS boxes are the sounding objects' boxes
-(a silent distractor is on screen), and MUSIC-AVQA's questions of all 9 types are answered
-from the instruments' positions, loudness, onsets and the scene (indoor = dark room, outdoor =
-sky). `clips` sets the train size per dataset (val and test get half; MUSIC-AVQA a quarter
-as many videos, 60 s each, and a quarter of those for val and test).
+The planted signal: every class is an object with a look (a shape and a colour; in VGG-SS a
+flat-coloured tile) and a sound (a tone at its own pitch, amplitude-modulated at its own rate);
+the same class name has the same look and sound in every dataset (looks are assigned over the
+vocabulary keys). An object is drawn in the seconds it is visible and sounds in the seconds it
+is audible, so labels, segments, frames and audio agree only when aligned: AVE events are the
+seconds an object is both seen and heard (the rest has silent or unseen distractors of the same
+class), LLP mixes audio-only, visual-only and audio-visual events, AVSBench masks are the
+pixels of the objects sounding in that frame (silent objects are on screen too), VGG-SS boxes
+are the sounding tiles' boxes (silent things, never heard anywhere, fill the other half), and
+MUSIC-AVQA's questions of all 9 types are answered from the instruments' positions, loudness,
+onsets and the scene (indoor = dark room, outdoor = sky). Within a dataset no two classes share
+a colour; VGG-SS tiles have 18 colours of their own. `clips` sets the train size per dataset
+(val and test get half; MUSIC-AVQA a quarter as many videos, 60 s each, and a quarter of those
+for val and test).
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ def test_clip_preprocess_matches_open_clip_pil_transform():
     img = Image.open(need(SAMPLES / "avsbench" / "s4" / "0.jpg")).convert("RGB")
     _, _, pil_tf = open_clip.create_model_and_transforms("avu-tiny-clip", pretrained=None)
     ref = pil_tf(img)                                           # (3, 64, 64)
-    ours = clip_preprocess(torch.from_numpy(np.asarray(img))[None], 64, open_clip.OPENAI_DATASET_MEAN,
+    ours = clip_preprocess(torch.from_numpy(np.array(img))[None], 64, open_clip.OPENAI_DATASET_MEAN,
                            open_clip.OPENAI_DATASET_STD)[0]
     assert ours.shape == ref.shape
     assert (ours - ref).abs().mean() < 0.02
