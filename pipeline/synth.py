@@ -69,7 +69,7 @@ class Obj:
     visible: np.ndarray     # (T,) bool
     audible: np.ndarray     # (T,) bool
     amp: float = 0.3
-    tile: bool = False      # a textured square filling its quadrant (VGG-SS), not the class's shape
+    tile: bool = False      # a flat-coloured square in its quadrant (VGG-SS), not the class's shape
 
     @property
     def look(self) -> int:
@@ -84,9 +84,8 @@ class Obj:
 
     def paint(self) -> np.ndarray:
         """(n, 3) uint8 colours of its n pixels."""
-        if self.tile:
-            return np.broadcast_to(tile_texture(self.look), (int(self.pixels().sum()), 3))
-        return np.broadcast_to(colour(self.look), (int(self.pixels().sum()), 3))
+        rgb = tile_texture(self.look) if self.tile else colour(self.look)
+        return np.broadcast_to(rgb, (int(self.pixels().sum()), 3))
 
     def box(self) -> list[float]:
         """[xmin, ymin, xmax, ymax] of its pixels, normalised (VGG-SS's box format)."""
@@ -132,8 +131,8 @@ _PALETTE = _palette()
 def tile_texture(look: int) -> np.ndarray:
     """(3,) uint8: the flat colour of a tiled class (TILED), a hue of its own evenly spaced
     around the colour wheel, so that any part of a tile tells its class among all 18 (the
-    shapes' 12 colours are unique within a dataset only). Flat: stripes would alias with the encoder's patches and make the same tile
-    look different in every cell."""
+    shapes' 12 colours are unique within a dataset only). Flat: stripes would alias with the
+    encoder's patches and make the same tile look different in every cell."""
     import colorsys
 
     k = TILED.index(next(n for n, i in LOOKS.items() if i == look))
