@@ -82,10 +82,9 @@ class Obj:
             return (abs(xx - self.x) <= self.r) & (abs(yy - self.y) <= self.r)
         return shape_mask(self.look, self.x, self.y, self.r)
 
-    def paint(self) -> np.ndarray:
-        """(n, 3) uint8 colours of its n pixels."""
-        rgb = tile_texture(self.look) if self.tile else colour(self.look)
-        return np.broadcast_to(rgb, (int(self.pixels().sum()), 3))
+    def rgb(self) -> np.ndarray:
+        """(3,) uint8: its colour."""
+        return tile_texture(self.look) if self.tile else colour(self.look)
 
     def box(self) -> list[float]:
         """[xmin, ymin, xmax, ymax] of its pixels, normalised (VGG-SS's box format)."""
@@ -117,10 +116,10 @@ def colour(look: int) -> np.ndarray:
 def _palette() -> dict[int, int]:
     """look -> COLOURS index such that no two classes of one dataset share a colour (greedy,
     in look order); VGG-SS draws tiles in colours of their own (tile_texture)."""
-    shapes = [{key(n) for n in names} for name, names in CLASSES.items() if name != "vggss"]
+    datasets = [{key(n) for n in names} for name, names in CLASSES.items() if name != "vggss"]
     out: dict[int, int] = {}
     for k, look in LOOKS.items():
-        taken = {out[LOOKS[m]] for names in shapes if k in names for m in names if LOOKS[m] in out}
+        taken = {out[LOOKS[m]] for names in datasets if k in names for m in names if LOOKS[m] in out}
         out[look] = next((c for c in range(len(COLOURS)) if c not in taken), look % len(COLOURS))
     return out
 
@@ -128,16 +127,26 @@ def _palette() -> dict[int, int]:
 _PALETTE = _palette()
 
 
-def tile_texture(look: int) -> np.ndarray:
-    """(3,) uint8: the flat colour of a tiled class (TILED), a hue of its own evenly spaced
-    around the colour wheel, so that any part of a tile tells its class among all 18 (the
-    shapes' 12 colours are unique within a dataset only). Flat: stripes would alias with the
-    encoder's patches and make the same tile look different in every cell."""
+def _tile_colours() -> dict[int, np.ndarray]:
+    """look -> (3,) uint8 for the tiled classes (TILED): a hue of its own evenly spaced around
+    the colour wheel, so that any part of a tile tells its class among all 18 (the shapes' 12
+    colours are unique within a dataset only). Flat: stripes would alias with the encoder's
+    patches and make the same tile look different in every cell."""
     import colorsys
 
-    k = TILED.index(next(n for n, i in LOOKS.items() if i == look))
-    hue = (k * 7 % len(TILED)) / len(TILED)               # neighbours in the list far apart in hue
-    return (np.array(colorsys.hsv_to_rgb(hue, 0.9, 0.95 - 0.3 * (k % 2))) * 255).astype(np.uint8)
+    out = {}
+    for k, name in enumerate(TILED):
+        hue = (k * 7 % len(TILED)) / len(TILED)           # neighbours in the list far apart in hue
+        out[LOOKS[name]] = (np.array(colorsys.hsv_to_rgb(hue, 0.9, 0.95 - 0.3 * (k % 2))) * 255).astype(np.uint8)
+    return out
+
+
+_TILE_COLOURS = _tile_colours()
+
+
+def tile_texture(look: int) -> np.ndarray:
+    """(3,) uint8: the flat colour of a tiled class's tiles."""
+    return _TILE_COLOURS[look]
 
 
 def tone_hz(look: int) -> float:
@@ -159,9 +168,9 @@ def render(objs: list[Obj], T: int, background, rng) -> tuple[np.ndarray, np.nda
     t = np.arange(T * SR) / SR
     audio = rng.normal(0, 0.01, T * SR)
     for k, o in enumerate(objs):
-        pixels, paint = o.pixels(), o.paint()
+        pixels, rgb = o.pixels(), o.rgb()
         for s in np.flatnonzero(o.visible):
-            frames[s][pixels] = paint
+            frames[s][pixels] = rgb
             masks[s, :k, pixels] = False               # drawn over earlier objects
             masks[s, k] = pixels
         on = np.repeat(o.audible.astype(np.float64), SR)
@@ -204,11 +213,12 @@ class _Encoders:
             self.futures.pop(0).result()
         self.futures.append(self.pool.submit(_encode_mp4, *args))
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         _Encoders.active = None
         try:
-            for f in self.futures:
-                f.result()                                   # re-raises an ffmpeg failure
+            if exc_type is None:                             # else the body's error is the one to see
+                for f in self.futures:
+                    f.result()                               # re-raises an ffmpeg failure
         finally:
             self.pool.shutdown(cancel_futures=True)
 
@@ -361,12 +371,11 @@ HALVES = ((0, 2), (1, 3), (0, 1), (2, 3))   # left, right, top, bottom: quadrant
 def vggss_scene(rng) -> tuple[str, list[Obj]]:
     """The sounding class fills one half of the frame (left, right, top or bottom) with two
     tiles, a silent thing (SILENT: never heard anywhere) one or both quadrants of the other
-    half. Real VGG-SS boxes
-    are large and the official metric keeps the top 50 % of the heatmap, so a sounding region
-    much smaller than half the frame could never reach cIoU 0.5; and a 4 x 4 heatmap can only
-    cover a region whose every cell shows its class, hence textured tiles, not shapes. The
-    tiles leave a margin (the boxes' union is 35 % of the frame): with exactly half, a flat
-    heatmap (every pixel kept) would score cIoU 0.5 and pass."""
+    half. Real VGG-SS boxes are large and the official metric keeps the top 50 % of the
+    heatmap, so a sounding region much smaller than half the frame could never reach cIoU 0.5;
+    and a 4 x 4 heatmap can only cover a region whose every cell shows its class, hence
+    flat-coloured tiles, not shapes. The tiles leave a margin (the boxes' union is 35 % of the
+    frame): with exactly half, a flat heatmap (every pixel kept) would score cIoU 0.5 and pass."""
     cls, other = rng.choice(CLASSES["vggss"]), rng.choice(SILENT)
     half = HALVES[int(rng.integers(4))]
     rest = [c for c in range(4) if c not in half][: 1 + int(rng.random() < 0.5)]
