@@ -2,9 +2,9 @@
 
 Frames: decord first; ffmpeg (through ffmpeg-python) takes over where decord fails or is not
 installed. Both pick the same frame indices, int((t + 0.5) * fps), so frame t and audio second
-t always describe segment [t, t + 1). Audio: always ffmpeg, resampled there, channels averaged
-here: decord's `mono=True` is not the channel mean (measured on the LLP sample: ~1.39x it)
-and its `mono=False` at 16 kHz gives NaNs. A clip shorter than T seconds is padded (last frame
+t always describe segment [t, t + 1). Audio: FFmpeg's resampler, through PyAV in this process
+(the ffmpeg command where PyAV fails), channels averaged here: decord's `mono=True` is not the
+channel mean (measured on the LLP sample: ~1.39x it) and its `mono=False` at 16 kHz gives NaNs. A clip shorter than T seconds is padded (last frame
 repeated, silence appended) and its true length in whole seconds is returned.
 """
 
@@ -21,6 +21,10 @@ try:  # decord has no wheels for some platforms; ffmpeg then does everything
     import decord
 except ImportError:  # pragma: no cover - depends on the platform
     decord = None
+try:  # audio in this process; the ffmpeg command where PyAV is missing or fails
+    import av
+except ImportError:  # pragma: no cover - depends on the install
+    av = None
 
 
 class DecodeError(RuntimeError):
@@ -77,7 +81,41 @@ def _wav_payload(wav: bytes, path: Path) -> tuple[np.ndarray, int]:
 def read_audio(path: Path, sr: int) -> np.ndarray:
     """Mono float32 at `sr`: the MEAN of the channels (ffmpeg's -ac 1 gives (L+R)/sqrt(2)).
 
-    One ffmpeg call and no ffprobe: the WAV header it writes tells the channel count."""
+    PyAV decodes and resamples in this process with FFmpeg's own libraries (libswresample, as
+    the ffmpeg command does). Where PyAV is missing or fails, the ffmpeg command takes over; it
+    also words the error. Starting an ffmpeg process costs ~70 ms of CPU a clip by itself."""
+    if av is not None:
+        try:
+            return _audio_pyav(path, sr)
+        except DecodeError:
+            raise
+        except Exception:  # noqa: BLE001 - PyAV raises many kinds; the command says what is wrong
+            pass
+    return _audio_ffmpeg(path, sr)
+
+
+def _audio_pyav(path: Path, sr: int) -> np.ndarray:
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            raise DecodeError(f"{path}: no audio track")
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", rate=sr)     # packed float32, layout kept
+        chunks, channels = [], 0
+        for frame in container.decode(stream):
+            for out in resampler.resample(frame):
+                chunks.append(out.to_ndarray().reshape(-1))
+                channels = len(out.layout.channels)
+        for out in resampler.resample(None):                      # the resampler's tail
+            chunks.append(out.to_ndarray().reshape(-1))
+            channels = len(out.layout.channels)
+    if not chunks:
+        return np.zeros(0, np.float32)                            # _pad reports it
+    samples = np.concatenate(chunks)
+    return samples[: samples.size // channels * channels].reshape(-1, channels).mean(axis=1)
+
+
+def _audio_ffmpeg(path: Path, sr: int) -> np.ndarray:
+    """The ffmpeg command: one call and no ffprobe (the WAV header it writes tells the channels)."""
     try:
         wav, _ = (ffmpeg.input(str(path))
                   .output("pipe:", format="wav", acodec="pcm_f32le", ar=sr, map="0:a:0")

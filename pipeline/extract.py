@@ -318,6 +318,7 @@ def _run_dask(tasks, store_path: str, cfg: ExtractConfig, spec: EncoderSpec, n_w
     """Run the tasks on Dask workers; returns the seconds spent starting them."""
     import logging
 
+    import dask
     from distributed import Client, LocalCluster, as_completed
 
     logging.getLogger("distributed").setLevel(logging.ERROR)
@@ -325,9 +326,12 @@ def _run_dask(tasks, store_path: str, cfg: ExtractConfig, spec: EncoderSpec, n_w
     if cfg.scheduler:
         client = Client(cfg.scheduler)
     else:
-        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=logging.ERROR,
-                               resources={"GPU": 1} if gpus else None)
+        # Dask's statistical profiler samples every thread every 10 ms: 5-8 % of this job's
+        # throughput on 2 cores (BENCHMARKS.md); an existing cluster keeps its own settings
+        with dask.config.set({"distributed.worker.profile.enabled": False}):
+            cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=None, silence_logs=logging.ERROR,
+                                   resources={"GPU": 1} if gpus else None)
         client = Client(cluster)
     try:
         client.wait_for_workers(1, timeout=300)

@@ -74,3 +74,42 @@ def test_image_sequence_sources_decode_like_videos(tmp_path):
     assert [int(f.mean()) for f in d.frames] == [grey_level(t) for t in range(3)] and d.length == 3
     with pytest.raises(DecodeError, match="missing.png"):
         decode_source({"frames": [tmp_path / "missing.png"], "audio": s4 / "audio.wav"}, T=3)
+
+
+def _clips_for_audio(timecode_dir, tmp_path):
+    left = write_clip(tmp_path / "left.mp4", 4, 25.0, channel_gains=(1.0, 0.0))
+    return [need(SAMPLES / "llp" / "BjCEufrlXm4.mp4"), need(SAMPLES / "ave" / "-67UNKFmRLk.mp4"),
+            need(SAMPLES / "audio" / "torchvggish_test.wav"), timecode_dir / "fps2997.mp4",
+            timecode_dir / "fps12_short.mp4", left]
+
+
+def test_in_process_audio_equals_the_ffmpeg_command(timecode_dir, tmp_path):
+    from pipeline import decode as D
+
+    if D.av is None:
+        pytest.skip("PyAV is not installed")
+    for path in _clips_for_audio(timecode_dir, tmp_path):
+        ours, command = D._audio_pyav(path, SR), D._audio_ffmpeg(path, SR)
+        assert ours.dtype == np.float32 and ours.shape == command.shape, path.name
+        assert np.abs(ours - command).max() < 1e-5, path.name      # same resampler, float rounding
+        assert np.abs(command).max() > 0.01, path.name              # not a pair of silences
+
+
+def test_audio_falls_back_to_the_ffmpeg_command(timecode_dir, tmp_path, monkeypatch, bad_dir):
+    from pipeline import decode as D
+
+    clip = timecode_dir / "fps25.mp4"
+    expected = D._audio_ffmpeg(clip, SR)
+
+    class Broken:                                   # PyAV present but failing on every file
+        def open(self, *a, **k):
+            raise OSError("pyav cannot read this")
+
+    monkeypatch.setattr(D, "av", Broken())
+    assert np.array_equal(D.read_audio(clip, SR), expected)
+    with pytest.raises(DecodeError, match="ffmpeg failed"):
+        D.read_audio(bad_dir / "corrupt.mp4", SR)
+    monkeypatch.setattr(D, "av", None)               # PyAV not installed
+    assert np.array_equal(D.read_audio(clip, SR), expected)
+    with pytest.raises(DecodeError, match="no audio track"):
+        D.read_audio(bad_dir / "silent.mp4", SR)
