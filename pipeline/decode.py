@@ -4,12 +4,14 @@ Frames: decord first; ffmpeg (through ffmpeg-python) takes over where decord fai
 installed. Both pick the same frame indices, int((t + 0.5) * fps), so frame t and audio second
 t always describe segment [t, t + 1). Audio: FFmpeg's resampler, through PyAV in this process
 (the ffmpeg command where PyAV fails), channels averaged here: decord's `mono=True` is not the
-channel mean (measured on the LLP sample: ~1.39x it) and its `mono=False` at 16 kHz gives NaNs. A clip shorter than T seconds is padded (last frame
-repeated, silence appended) and its true length in whole seconds is returned.
+channel mean (measured on the LLP sample: ~1.39x it) and its `mono=False` at 16 kHz gives
+NaNs. A clip shorter than T seconds is padded (last frame repeated, silence appended) and its
+true length in whole seconds is returned.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,17 +103,13 @@ def _audio_pyav(path: Path, sr: int) -> np.ndarray:
         stream = container.streams.audio[0]
         resampler = av.AudioResampler(format="flt", rate=sr)     # packed float32, layout kept
         chunks, channels = [], 0
-        for frame in container.decode(stream):
+        for frame in itertools.chain(container.decode(stream), [None]):   # None: the resampler's tail
             for out in resampler.resample(frame):
                 chunks.append(out.to_ndarray().reshape(-1))
                 channels = len(out.layout.channels)
-        for out in resampler.resample(None):                      # the resampler's tail
-            chunks.append(out.to_ndarray().reshape(-1))
-            channels = len(out.layout.channels)
     if not chunks:
         return np.zeros(0, np.float32)                            # _pad reports it
-    samples = np.concatenate(chunks)
-    return samples[: samples.size // channels * channels].reshape(-1, channels).mean(axis=1)
+    return _channel_mean(np.concatenate(chunks), channels)
 
 
 def _audio_ffmpeg(path: Path, sr: int) -> np.ndarray:
@@ -127,6 +125,11 @@ def _audio_ffmpeg(path: Path, sr: int) -> np.ndarray:
     samples, channels = _wav_payload(wav, path)
     if channels < 1:
         raise DecodeError(f"{path}: ffmpeg wrote audio without a channel count")
+    return _channel_mean(samples, channels)
+
+
+def _channel_mean(samples: np.ndarray, channels: int) -> np.ndarray:
+    """Interleaved samples -> mono, the mean of the channels (a trailing partial frame dropped)."""
     return samples[: samples.size // channels * channels].reshape(-1, channels).mean(axis=1)
 
 
