@@ -82,6 +82,7 @@ class TrainConfig:
     epochs: int = 200                # an epoch = as many steps as all tasks' training batches together
     max_steps: int = 0               # > 0: stop after this many steps (the schedule still follows epochs)
     batch_size: int = 64             # global: split over the processes of a distributed run
+    questions_per_video: int = 1     # MUSIC-AVQA: draw questions in runs of up to N of one video (1 = any mix)
     lr: float = 1.0e-4
     lr_decay: float = 0.1            # lr x lr_decay every lr_decay_epochs
     lr_decay_epochs: int = 10

@@ -258,14 +258,17 @@ def test_avs_loss_ignores_invalid_frames():
 
 
 BACKBONE = ("embed.", "tpm.", "spm.", "tpgl.")
+SPATIAL = ("embed.", "tpm.", "spm.", "tpgl.key_spm.")
 AVS_TRUNK = ("heads.avs.patch.", "heads.avs.audio.", "heads.avs.up.")
 USES = {  # parameter name prefixes each variant must train, and nothing else
     "ave": BACKBONE + ("tokens.", "heads.ave."),
     "llp": ("embed.audio.", "embed.visual.", "embed.prompt.", "tpm.", "tpgl.key_tpm.",
             "tokens.vocab_proj.", "tokens.logit_scale", "heads.llp."),
     "vggss": ("embed.audio.", "embed.patches.", "spm.patch_attn.", "spm.norm_p1.", "heads.vggss."),
-    "s4": BACKBONE + AVS_TRUNK + ("heads.avs.binary.",),
-    "avss": BACKBONE + AVS_TRUNK + ("tokens.vocab_proj.", "tokens.logit_scale", "heads.avs.classes."),
+    # the mask heads read only the SPM outputs: SPM takes the TPM audio before the gate (eq. 6),
+    # so the TPM gate's keys get no gradient from them
+    "s4": SPATIAL + AVS_TRUNK + ("heads.avs.binary.",),
+    "avss": SPATIAL + AVS_TRUNK + ("tokens.vocab_proj.", "tokens.logit_scale", "heads.avs.classes."),
     "avqa": BACKBONE + ("tokens.", "heads.avqa."),
 }
 
@@ -312,3 +315,64 @@ def test_bf16_autocast_forward(variant):
         pred = TASKS[VARIANTS[variant]].decode(out)
     assert out["audio"].dtype == torch.bfloat16
     assert torch.isfinite(loss) and all(torch.isfinite(v.float()).all() for v in pred.values())
+
+
+# ---------------------------------------------------------------------------------- shared clips
+
+def test_questions_of_one_video_share_the_backbone_and_match_running_each_alone():
+    """Rows with the same clip_index (MUSIC-AVQA: questions of one video) run TPM + SPM once.
+    Reference: the same batch with every row run on its own (no clip_index). Outputs and
+    gradients agree; the backbone sees 2 rows, not 5."""
+    batch = make_batch("avqa", T=6, b=5)
+    clip = torch.tensor([3, 7, 3, 3, 7])
+    for name in ("audio", "visual", "patches"):   # rows of one clip hold the same features
+        batch[name] = batch[name][[0, 1, 0, 0, 1]]
+    seen = []
+    model = build(tiny_config())
+    model.spm.register_forward_hook(lambda mod, args, out: seen.append(args[0].shape[0]))
+    shared_out, shared_loss = run(model, "avqa", {**batch, "clip_index": clip})
+    shared_loss.backward()
+    shared_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    alone_out, alone_loss = run(model, "avqa", batch)
+    alone_loss.backward()
+    assert seen == [2, 5]
+    torch.testing.assert_close(shared_out["class_logits"], alone_out["class_logits"], rtol=1e-5, atol=1e-5)
+    assert len(shared_grads) > 20
+    for n, p in model.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(shared_grads[n], p.grad, rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_unique_rows_maps_back_to_every_row():
+    from trainer.model import unique_rows
+
+    clip = torch.tensor([5, 2, 5, 9, 2, 5])
+    rows, back = unique_rows(clip)
+    assert torch.equal(clip[rows][back], clip)
+    assert torch.equal(rows, torch.tensor([1, 0, 3]))         # first row of clips 2, 5, 9
+    assert unique_rows(torch.tensor([4, 1, 3])) == (None, None)  # nothing repeats: nothing to share
+    assert unique_rows(None) == (None, None)
+
+
+# ---------------------------------------------------------------------------------- padded frames
+
+@pytest.mark.parametrize("variant", ["s4", "avss"])
+def test_padded_frames_predict_background(variant):
+    """Frames past the clip's length decode to background (AVSS: class 0 everywhere; binary:
+    probability ~0 at every F-score threshold); the real frames are what they were without a
+    length."""
+    model = build(tiny_config()).eval()
+    batch = make_batch(variant, T=6, b=3)
+    length = torch.tensor([6, 3, 1])
+    with torch.no_grad():
+        plain, _ = run(model, variant, batch)
+        padded, _ = run(model, variant, {**batch, "length": length})
+    dec = TASKS["avs"].decode(padded, size=16)
+    for i, n in enumerate(length.tolist()):
+        torch.testing.assert_close(padded["mask_logits"][i, :n], plain["mask_logits"][i, :n])
+        if variant == "avss":
+            assert (dec["mask_classes"][i, n:] == 0).all()
+            assert (dec["mask_classes"][i, :n] != 0).any()       # the real frames are not blanked
+        else:
+            assert (torch.sigmoid(dec["mask_logits"][i, n:]) < 1e-6).all()

@@ -202,3 +202,37 @@ def test_ddp_two_processes_match_one(stores, tmp_path):
     diff = torch.cat([(a["model"][k].float() - b["model"][k].float()).abs().flatten() for k in a["model"]])
     assert diff.max() <= 3 * 2 * 1e-3
     assert (diff <= 1e-5).float().mean() > 0.99
+
+
+def test_grouped_permutation_draws_runs_of_one_video_and_every_sample_once():
+    from trainer.data import grouped_permutation
+
+    groups = np.repeat(np.arange(6), 8)                   # 6 videos of 8 questions: runs of 4 are full
+    perm = grouped_permutation(np.random.default_rng(0), groups, 4)
+    assert sorted(perm.tolist()) == list(range(48))
+    blocks = groups[perm].reshape(-1, 4)
+    assert (blocks == blocks[:, :1]).all()                 # each run of 4 is one video's
+    assert sorted(np.bincount(blocks[:, 0]).tolist()) == [2] * 6   # each video in 2 runs
+    assert len(set(map(tuple, perm.reshape(-1, 4)))) == 12
+    uneven = np.repeat(np.arange(9), [1, 5, 9, 2, 4, 4, 7, 3, 12])
+    perms = [grouped_permutation(np.random.default_rng(s), uneven, 4) for s in range(3)]
+    for p in perms:
+        assert sorted(p.tolist()) == list(range(len(uneven)))
+    assert not np.array_equal(perms[0], perms[1])          # varies with the seed ...
+    assert np.array_equal(perms[0], grouped_permutation(np.random.default_rng(0), uneven, 4))   # ... and only with it
+
+
+def test_sampler_draws_questions_in_runs_of_one_video():
+    groups = np.repeat(np.arange(10), 8)                         # 10 videos, 8 questions each
+    sampler = TaskSampler({"music-avqa": 80}, 16, {"music-avqa": 1}, seed=0,
+                          groups={"music-avqa": groups}, run=4)
+    specs = [s for s, _ in zip(sampler, range(10))]
+    epoch = np.concatenate([s["indices"] for s in specs[:5]])
+    assert sorted(epoch.tolist()) == list(range(80))            # an epoch is every question once
+    for s in specs:
+        assert len(np.unique(groups[s["indices"]])) <= 4          # 16 questions from at most 4 videos
+    plain = TaskSampler({"music-avqa": 80}, 16, {"music-avqa": 1}, seed=0)
+    assert np.mean([len(np.unique(groups[s["indices"]])) for s, _ in zip(plain, range(10))]) > 6
+    resumed = TaskSampler({"music-avqa": 80}, 16, {"music-avqa": 1}, seed=0, state=specs[6]["state"],
+                          groups={"music-avqa": groups}, run=4)
+    assert np.array_equal(next(iter(resumed))["indices"], specs[7]["indices"])

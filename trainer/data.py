@@ -47,7 +47,8 @@ HEADS = {"ave": "ave", "llp": "llp", "vggss": "vggss", "avs-s4": "avs", "avs-ms3
 ALL_TASKS = tuple(HEADS)
 TARGETS = {  # per-sample arrays read beside the features (training targets and ground truth)
     "ave": ("labels",), "llp": ("video_labels", "gt_audio", "gt_visual"), "vggss": ("boxes",),
-    "avs-s4": ("masks", "mask_valid"), "avs-ms3": ("masks", "mask_valid"), "avss": ("masks", "mask_valid"),
+    "avs-s4": ("masks", "mask_valid", "length"), "avs-ms3": ("masks", "mask_valid", "length"),
+    "avss": ("masks", "mask_valid", "length"),   # length: the dense heads predict background past it
     "music-avqa": (),
 }
 LONG = ("labels", "answer")  # targets the losses index with
@@ -202,7 +203,8 @@ class TaskSampler(torch.utils.data.Sampler):
     """Endless training batch specs; the task of each step drawn with `weights`, seeded."""
 
     def __init__(self, sizes: dict[str, int], batch_size: int, weights: dict[str, float], seed: int,
-                 rank: int = 0, world: int = 1, state: dict | None = None):
+                 rank: int = 0, world: int = 1, state: dict | None = None,
+                 groups: dict[str, np.ndarray] | None = None, run: int = 1):
         self.tasks = [t for t in sizes if sizes[t] > 0 and weights.get(t, 0) > 0]
         if not self.tasks:
             raise ValueError("no task has training samples and a weight > 0")
@@ -214,6 +216,9 @@ class TaskSampler(torch.utils.data.Sampler):
         self.batch = {t: min(batch_size, sizes[t] - sizes[t] % world) for t in self.tasks}
         self.per_epoch = {t: sizes[t] // self.batch[t] for t in self.tasks}
         self.state = state or {"step": 0, "counts": dict.fromkeys(self.tasks, 0)}
+        # groups[task]: the clip of each training sample; its epochs are drawn in runs of `run`
+        self.groups = {t: np.asarray(g) for t, g in (groups or {}).items() if t in self.tasks and run > 1}
+        self.run = run
 
     def steps_per_epoch(self) -> int:
         """As many steps as all tasks' training batches together (the paper's epoch, jointly)."""
@@ -223,7 +228,11 @@ class TaskSampler(torch.utils.data.Sampler):
         """The global batch of the task's count-th draw."""
         k, B = ALL_TASKS.index(task), self.batch[task]
         epoch, n = divmod(count, self.per_epoch[task])
-        perm = np.random.default_rng([self.seed, k, epoch]).permutation(self.sizes[task])
+        rng = np.random.default_rng([self.seed, k, epoch])
+        if task in self.groups:
+            perm = grouped_permutation(rng, self.groups[task], self.run)
+        else:
+            perm = rng.permutation(self.sizes[task])
         return perm[n * B:(n + 1) * B]
 
     def __iter__(self):
@@ -235,6 +244,19 @@ class TaskSampler(torch.utils.data.Sampler):
             step += 1
             yield {"task": task, "split": "train", "indices": idx,
                    "state": {"step": step, "counts": dict(counts)}}
+
+
+def grouped_permutation(rng: np.random.Generator, groups: np.ndarray, run: int) -> np.ndarray:
+    """A permutation of range(len(groups)) made of runs of up to `run` samples of one group:
+    each group's samples in random order, cut into runs of `run` (its last run shorter), the
+    runs in random order. Every sample once, as a plain permutation."""
+    order = rng.permutation(len(groups))
+    order = order[np.argsort(groups[order], kind="stable")]     # by group, shuffled within each
+    g = groups[order]
+    first = np.r_[True, g[1:] != g[:-1]]                        # a group starts here
+    pos = np.arange(len(g)) - np.maximum.accumulate(np.where(first, np.arange(len(g)), 0))
+    runs = np.split(order, np.flatnonzero(first | (pos % run == 0))[1:])
+    return np.concatenate([runs[i] for i in rng.permutation(len(runs))]) if runs else order
 
 
 def split_specs(task: str, split: str, n: int, batch_size: int) -> list[dict]:

@@ -74,8 +74,9 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, name: str | None = 
     model = build_model(mcfg).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     weights = {t: float(cfg.task_weights.get(t, 1.0)) for t in tasks}
+    groups = {t: s.clip_index(s.samples["train"]) for t, s in stores.items() if s.questions and s.n("train")}
     sampler = TaskSampler({t: s.n("train") for t, s in stores.items()}, cfg.batch_size, weights, cfg.seed,
-                          rank, world)
+                          rank, world, groups=groups, run=cfg.questions_per_video)
     steps_per_epoch = sampler.steps_per_epoch()
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_decay_epochs * steps_per_epoch, cfg.lr_decay)
     max_steps = cfg.max_steps or cfg.epochs * steps_per_epoch

@@ -7,6 +7,9 @@ The head works at 4 g x 4 g; the loss upsamples only the valid frames (`mask_val
 S4 trains on the first frame only, AVSS on the real frames of padded clips) to the target
 masks' size; decode upsamples to `size` (AVSBench: 224). Binary `masks` are {0, 1} (any nonzero =
 sounding), AVSS `masks` are class indices. MS3's extra mask-similarity term is not used.
+Frames past the clip's length (AVSS: the 5 padded frames of v1 clips, which the official
+evaluation scores against an all-background mask) predict background, as the official AVSS
+models do by multiplying their output with the frame flag.
 """
 
 from __future__ import annotations
@@ -51,7 +54,20 @@ class Head(nn.Module):
             k = F.normalize(self.classes(tokens.class_embeddings(vocab_emb, valid_ids)), dim=-1)  # (K, c)
             x = F.normalize(x.float(), dim=1)
             logits = tokens.scale() * torch.einsum("nchw,kc->nkhw", x, k)  # (BT, K, 4g, 4g)
-        return {"mask_logits": logits.view(B, T, *logits.shape[1:])}  # (B, T, K, 4g, 4g)
+        logits = logits.view(B, T, *logits.shape[1:])  # (B, T, K, 4g, 4g)
+        if "frame_valid" in feats:
+            logits = background_past_end(logits, feats["frame_valid"])
+        return {"mask_logits": logits}
+
+
+def background_past_end(logits: Tensor, valid: Tensor) -> Tensor:
+    """Padded frames (valid (B, T) False) predict background. AVSS: every class logit x 0, as
+    the official AVSS models multiply their output by the frame flag (ties go to index 0,
+    background); binary: -1e4, background at every F-score threshold (a 0 would be p = 0.5)."""
+    pad = ~valid[:, :, None, None, None]
+    if logits.shape[2] == 1:
+        return logits.masked_fill(pad, -1e4)
+    return logits.masked_fill(pad, 0.0)
 
 
 CHUNK_PIXELS = 2 ** 25   # full-size logit values per loss chunk (128 MB in fp32; AVSS at 224: 9 frames)
