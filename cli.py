@@ -307,7 +307,7 @@ def eval_(
 def demo(
     out: Path = typer.Option(Path("demo"), "--out", help="Folder for synth/, features/ and run/."),
     scale: float = typer.Option(1.0, help="Multiplies the clips per dataset."),
-    steps: int = typer.Option(3500, help="Training steps."),
+    steps: int = typer.Option(4000, help="Training steps."),
     seed: int = typer.Option(0, help="Random seed (data and training)."),
 ) -> None:
     """The whole job on the built-in synthetic mini-benchmark (what `make demo` runs).
