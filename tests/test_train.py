@@ -236,3 +236,8 @@ def test_sampler_draws_questions_in_runs_of_one_video():
     resumed = TaskSampler({"music-avqa": 80}, 16, {"music-avqa": 1}, seed=0, state=specs[6]["state"],
                           groups={"music-avqa": groups}, run=4)
     assert np.array_equal(next(iter(resumed))["indices"], specs[7]["indices"])
+    shards = [next(iter(TaskSampler({"music-avqa": 80}, 16, {"music-avqa": 1}, seed=0, rank=r, world=2,
+                                     groups={"music-avqa": groups}, run=4)))["indices"] for r in (0, 1)]
+    assert np.array_equal(np.concatenate(shards), specs[0]["indices"])   # the global batch, split in two
+    for shard in shards:                                        # halves of whole runs: <= 2 videos each
+        assert len(shard) == 8 and len(np.unique(groups[shard])) <= 2

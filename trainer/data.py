@@ -239,7 +239,9 @@ class TaskSampler(torch.utils.data.Sampler):
         step, counts = self.state["step"], dict(self.state["counts"])
         while True:
             task = _draw(self.seed, step, self.tasks, self.p)
-            idx = self.indices(task, counts[task])[self.rank::self.world]
+            idx = self.indices(task, counts[task])
+            # each process its share: strided, or contiguous where runs of one video must stay together
+            idx = np.array_split(idx, self.world)[self.rank] if task in self.groups else idx[self.rank::self.world]
             counts[task] += 1
             step += 1
             yield {"task": task, "split": "train", "indices": idx,
