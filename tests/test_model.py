@@ -320,21 +320,23 @@ def test_bf16_autocast_forward(variant):
 # ---------------------------------------------------------------------------------- shared clips
 
 def test_questions_of_one_video_share_the_backbone_and_match_running_each_alone():
-    """Rows with the same clip_index (MUSIC-AVQA: questions of one video) run TPM + SPM once.
-    Reference: the same batch with every row run on its own (no clip_index). Outputs and
-    gradients agree; the backbone sees 2 rows, not 5."""
-    batch = make_batch("avqa", T=6, b=5)
-    clip = torch.tensor([3, 7, 3, 3, 7])
-    for name in ("audio", "visual", "patches"):   # rows of one clip hold the same features
-        batch[name] = batch[name][[0, 1, 0, 0, 1]]
+    """Features one row per clip and `clip_rows` (MUSIC-AVQA: questions of one video, as the
+    reader gives them) run TPM + SPM once per clip. Reference: the same batch with every
+    question's features in its own row. Outputs and gradients agree; SPM sees 2 rows, not 5."""
+    per_clip = make_batch("avqa", T=6, b=2)
+    rows = torch.tensor([0, 1, 0, 0, 1])
+    questions = make_batch("avqa", T=6, b=5, seed=1)             # prompts and answers per question
+    shared = {**per_clip, "prompt": questions["prompt"], "answer": questions["answer"], "clip_rows": rows}
+    alone = {**shared, **{k: per_clip[k][rows] for k in ("audio", "visual", "patches")}}
+    del alone["clip_rows"]
     seen = []
     model = build(tiny_config())
     model.spm.register_forward_hook(lambda mod, args, out: seen.append(args[0].shape[0]))
-    shared_out, shared_loss = run(model, "avqa", {**batch, "clip_index": clip})
+    shared_out, shared_loss = run(model, "avqa", shared)
     shared_loss.backward()
     shared_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
-    alone_out, alone_loss = run(model, "avqa", batch)
+    alone_out, alone_loss = run(model, "avqa", alone)
     alone_loss.backward()
     assert seen == [2, 5]
     torch.testing.assert_close(shared_out["class_logits"], alone_out["class_logits"], rtol=1e-5, atol=1e-5)
@@ -342,17 +344,6 @@ def test_questions_of_one_video_share_the_backbone_and_match_running_each_alone(
     for n, p in model.named_parameters():
         if p.grad is not None:
             torch.testing.assert_close(shared_grads[n], p.grad, rtol=1e-4, atol=1e-6, msg=n)
-
-
-def test_unique_rows_maps_back_to_every_row():
-    from trainer.model import unique_rows
-
-    clip = torch.tensor([5, 2, 5, 9, 2, 5])
-    rows, back = unique_rows(clip)
-    assert torch.equal(clip[rows][back], clip)
-    assert torch.equal(rows, torch.tensor([1, 0, 3]))         # first row of clips 2, 5, 9
-    assert unique_rows(torch.tensor([4, 1, 3])) == (None, None)  # nothing repeats: nothing to share
-    assert unique_rows(None) == (None, None)
 
 
 # ---------------------------------------------------------------------------------- padded frames

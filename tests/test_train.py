@@ -84,6 +84,26 @@ def test_loader_reads_each_task_with_workers(stores):
     assert seen["avss"]["masks"].shape == (4, 10, 16, 16) and seen["ave"]["audio"].dtype == torch.float16
 
 
+def test_questions_of_one_video_read_its_features_once(stores):
+    """Where clips repeat in a batch (3 questions a video in the fake store), features come one
+    row per clip and `clip_rows` maps every question to its video's row; targets and prompts
+    stay one per question. A batch of distinct clips is read as before, without clip_rows."""
+    ts = open_tasks(["music-avqa", "ave"], stores)
+    data = BatchDataset(ts, {"avqa": True, "ave": True})
+    fs = FeatureStore(ts["music-avqa"].path)
+    batch = data[{"task": "music-avqa", "split": "train", "indices": np.arange(6)}]
+    clips = batch["clip_index"]
+    assert len(np.unique(clips)) == 2 and len(clips) == 6
+    for name in ("audio", "visual", "patches"):
+        assert len(batch[name]) == 2
+        assert np.array_equal(batch[name][batch["clip_rows"]], fs.read(name, clips)), name
+    assert len(batch["prompt"]) == len(batch["answer"]) == 6
+    assert not np.array_equal(batch["prompt"][0], batch["prompt"][1])   # each question its own
+    ave = data[{"task": "ave", "split": "train", "indices": np.arange(4)}]
+    assert "clip_rows" not in ave and len(ave["audio"]) == 4
+    assert np.array_equal(ave["audio"], FeatureStore(ts["ave"].path).read("audio", ave["clip_index"]))
+
+
 def test_features_and_question_prompts_are_standardised_with_training_statistics(stores):
     ts = open_tasks(["ave", "music-avqa"], stores)
     norm = feature_stats(ts)

@@ -20,7 +20,9 @@ Decisions (the paper is silent):
 - The sampler's state ({"step", "counts"}) travels with each batch, so the state saved in a
   checkpoint is that of the last batch trained on, however far the loader has read ahead.
 - In a distributed run every process draws the same task and the same global batch and takes
-  its share indices[rank::world]: the global batch is batch_size, as in a single process.
+  its share indices[rank::world] (a task drawn in runs of one video, `questions_per_video`:
+  a contiguous share, so runs stay whole): the global batch is batch_size, as in a single
+  process.
 - Audio, visual and patch features are standardised per channel with statistics of the
   training clips, pooled over the tasks (feature_stats; kept in every checkpoint, so evaluation
   uses the training statistics). An affine map the input projections could learn, but features
@@ -28,7 +30,9 @@ Decisions (the paper is silent):
   `standardise=false` feeds the raw features (HAN does).
 - Batches are read whole: one orthogonal read per array of the sorted unique clips (a clip's
   arrays are one chunk each), so a loader process decodes each chunk once. Features stay
-  float16 until they reach the device; LLP (no SPM) never reads patches.
+  float16 until they reach the device; LLP (no SPM) never reads patches. Where clips repeat in
+  a batch (questions of one video), the features stay one row per clip and `clip_rows` (B,)
+  gives each sample's row: they are copied, moved and standardised once per video.
 """
 
 from __future__ import annotations
@@ -162,7 +166,13 @@ class TaskData:
         samples = self.ts.samples[split][np.asarray(positions, dtype=np.int64)]
         clips = self.ts.clip_index(samples)
         unique, inverse = np.unique(clips, return_inverse=True)  # sorted reads; AVQA videos once
-        batch = {name: self.fs.read(name, unique)[inverse] for name in self.arrays}
+        shared = len(unique) < len(clips)     # clips repeat: MUSIC-AVQA's questions of one video
+        batch = {name: self.fs.read(name, unique) for name in self.arrays}
+        for name in batch:                    # features once per clip where clips repeat (the
+            if not (shared and name in FEATURES):   # model runs TPM + SPM per clip), targets per sample
+                batch[name] = batch[name][inverse]
+        if shared:
+            batch["clip_rows"] = inverse      # (B,): each sample's row in the features
         for name in LONG:
             if name in batch:
                 batch[name] = batch[name].astype(np.int64)

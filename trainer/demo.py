@@ -20,7 +20,7 @@ Decisions:
   at 90 % after ~60, MUSIC-AVQA's yes/no questions about a named instrument stay at chance for
   ~1000 of its own steps, so it is drawn 10x: half the steps). MUSIC-AVQA batches take 4
   questions of each video (`questions_per_video`), so the model encodes each video once per
-  run: 5 videos a batch instead of 14.5, 87 instead of 154 ms a step (BENCHMARKS.md). Features
+  run: 5 videos a batch instead of 14.5, 66 instead of 128 ms a step (BENCHMARKS.md). Features
   and question embeddings are standardised (trainer/data.py), which random-weight VGGish and
   the random text tower need (VGGish outputs ~0.005; questions from one template at cosine
   ~0.98).

@@ -4,8 +4,8 @@
           -> SPM (patch self-attention, audio <-> patch attention, eq. 5-6)
           -> TPGL (prompt gate on TPM and SPM tokens, eq. 7-9) -> feats
     TPM and SPM never see the prompt: SPM takes the TPM audio before the gate (eq. 6 uses the
-    TPM output; the paper gates both outputs afterwards, section III-D). Rows of one clip in a
-    batch (`clip_index`; MUSIC-AVQA's questions about one video) therefore run them once.
+    TPM output; the paper gates both outputs afterwards, section III-D). Samples of one clip in
+    a batch (`clip_rows`; MUSIC-AVQA's questions about one video) therefore run them once.
     feats -> task head (trainer/tasks/) -> TokenHead (decoder + cosine scoring of vocabulary
              embeddings, constrained to the task's valid tokens) or a dense decoder
 
@@ -276,22 +276,6 @@ class TokenHead(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # The model
 
-def unique_rows(clip_index: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
-    """For a batch's clip indices (B,): the first row of each distinct clip (U,) and, per row,
-    its position among them (B,), so x[rows][back] == x for per-clip inputs. (None, None) when
-    no clip repeats (or no clip_index): nothing to share."""
-    if clip_index is None or len(clip_index) < 2:
-        return None, None
-    clip_index = torch.as_tensor(clip_index)
-    uniq, back = torch.unique(clip_index, return_inverse=True)
-    if len(uniq) == len(clip_index):
-        return None, None
-    B = len(clip_index)
-    rows = torch.full((len(uniq),), B, dtype=torch.long, device=back.device)
-    rows.scatter_reduce_(0, back, torch.arange(B, device=back.device), reduce="amin")
-    return rows, back
-
-
 class AVUnified(nn.Module):
     """MS-STPM + shared TokenHead + one head per task (built from trainer.tasks.TASKS)."""
 
@@ -315,13 +299,13 @@ class AVUnified(nn.Module):
         """MS-STPM features. spatial=False skips SPM (no patches needed).
 
         TPM and SPM do not see the prompt (the paper's order: TPM -> SPM -> TPGL, eq. 6 takes
-        the TPM audio before the gate), so samples of one clip (`clip_index`: MUSIC-AVQA's
-        questions about one video) run them once; only the gates and the head run per sample."""
-        rows, back = unique_rows(batch.get("clip_index"))
-        one = (lambda x: x) if rows is None else (lambda x: x[rows])     # one row per clip
-        each = (lambda x: x) if back is None else (lambda x: x[back])   # back to one per sample
-        a_in = self.embed["audio"](one(batch["audio"]))     # (U, T, D)
-        v_in = self.embed["visual"](one(batch["visual"]))   # (U, T, D)
+        the TPM audio before the gate). Given `clip_rows` (B,), the features hold one row per
+        clip (trainer/data.py: MUSIC-AVQA's questions of one video) and TPM and SPM run once per
+        clip; only the gates and the head run per sample."""
+        rows = batch.get("clip_rows")
+        each = (lambda x: x) if rows is None else (lambda x: x[rows])   # one row per sample
+        a_in = self.embed["audio"](batch["audio"])          # (U, T, D)
+        v_in = self.embed["visual"](batch["visual"])        # (U, T, D)
         a_t, v_t = self.tpm(a_in, v_in)                     # 2 x (U, T, D)
         q = self.embed["prompt"](batch["prompt"])           # (B, D)
         a, v = self.tpgl.gate_tpm(q, each(a_t), each(v_t))  # 2 x (B, T, D)
@@ -330,7 +314,7 @@ class AVUnified(nn.Module):
             T = a.shape[1]
             feats["frame_valid"] = torch.arange(T, device=a.device) < batch["length"].to(a.device)[:, None]
         if spatial:
-            p_in = self.embed["patches"](one(batch["patches"]))  # (U, T, M, D)
+            p_in = self.embed["patches"](batch["patches"])  # (U, T, M, D)
             a_s, p, p_hat = self.spm(a_in, a_t, p_in)
             feats["spm_audio"], feats["patches"] = self.tpgl.gate_spm(q, each(a_s), each(p))  # (B, T, D), (B, T, M, D)
             feats["audio_in"], feats["patches_visual"] = each(a_in), each(p_hat)   # unimodal streams (VGG-SS)
