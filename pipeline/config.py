@@ -36,6 +36,7 @@ class ExtractConfig:
     random_weights: bool = False     # explicit opt-in; recorded in the store and in every output
     download: bool = False           # allow fetching weights from the official URLs
     device: str = "auto"             # auto | cpu | cuda | cuda:N
+    precision: str = "fp32"          # fp32 | bf16 | fp16: the frame and audio encoders' arithmetic
     clip_batch: int = 80             # frames per encoder batch (CLIP; VGGish gets the same clips)
     clips_per_task: int = 8          # clips decoded and encoded together by one worker task
     decode_threads: int = 1          # decoder threads inside a worker (overlap with encoding)
@@ -43,6 +44,7 @@ class ExtractConfig:
     scheduler: typing.Optional[str] = None   # address of an existing Dask scheduler
     threads_per_worker: int = 0      # torch threads per worker; 0 = cores / workers
     compression_level: int = 3       # zstd level of the feature arrays
+    keep_freed_memory: bool = True   # glibc keeps freed encoder activations for the next batch
     retry_failed: bool = False       # re-run clips that failed before
 
 

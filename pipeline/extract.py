@@ -25,14 +25,15 @@ from .config import ExtractConfig, as_dict, resolve_path
 from .decode import DecodeError, decode_source
 from .encoders import (
     CLIP_URLS, VGGISH_URL, ClipEncoder, VGGishEncoder, WeightsError, clip_preprocess,
-    file_sha256, missing_weights_message,
+    file_sha256, missing_weights_message, precision_dtype,
 )
 from .store import DONE, FAILED, PENDING, FeatureStore, StoreError, create
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".mpg", ".mpeg"}
 RANDOM_WARNING = "RANDOM-WEIGHT ENCODERS: these features carry no pretrained knowledge"
 # settings that change the features: a store made with other values cannot be resumed
-FEATURE_KEYS = ("T", "sample_rate", "clip_model", "patch_grid", "random_weights")
+FEATURE_KEYS = ("T", "sample_rate", "clip_model", "patch_grid", "random_weights", "precision")
+FEATURE_DEFAULTS = {"precision": "fp32"}     # what stores made before a key existed used
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class EncoderSpec:
     device: str
     threads: int = 0
     seed: int = 0
+    precision: str = "fp32"
+    keep_freed_memory: bool = True
 
 
 @dataclass
@@ -67,6 +70,7 @@ class Summary:
     ffmpeg_fallbacks: int = 0
     seconds: float = 0.0
     startup_seconds: float = 0.0     # starting workers and building their encoders
+    shutdown_seconds: float = 0.0    # closing the local Dask cluster
     random_weights: bool = False
 
 
@@ -87,8 +91,10 @@ def clip_ids_for(paths: list[Path], root: Path) -> list[str]:
 
 def resolve_weights(cfg: ExtractConfig, device: str, threads: int = 0) -> tuple[EncoderSpec, dict]:
     """Check the weight files before any work starts; the encoders' provenance for the store."""
+    precision_dtype(cfg.precision)
     if cfg.random_weights:
-        spec = EncoderSpec(cfg.clip_model, None, None, cfg.patch_grid, device, threads)
+        spec = EncoderSpec(cfg.clip_model, None, None, cfg.patch_grid, device, threads,
+                           precision=cfg.precision, keep_freed_memory=cfg.keep_freed_memory)
         return spec, {"clip": {"model": cfg.clip_model, "weights": "random", "seed": spec.seed},
                       "vggish": {"weights": "random", "seed": spec.seed + 1}}
     clip_path, vgg_path = resolve_path(cfg.clip_weights), resolve_path(cfg.vggish_weights)
@@ -107,7 +113,8 @@ def resolve_weights(cfg: ExtractConfig, device: str, threads: int = 0) -> tuple[
         torch.hub.download_url_to_file(url, str(path))
     by_tag = not clip_path.is_file()
     clip_source = cfg.clip_pretrained_tag if by_tag else str(clip_path)
-    spec = EncoderSpec(cfg.clip_model, clip_source, str(vgg_path), cfg.patch_grid, device, threads)
+    spec = EncoderSpec(cfg.clip_model, clip_source, str(vgg_path), cfg.patch_grid, device, threads,
+                       precision=cfg.precision, keep_freed_memory=cfg.keep_freed_memory)
     clip_info = ({"weights": f"open_clip:{clip_source}"} if by_tag
                  else {"weights": clip_path.name, "sha256": file_sha256(clip_path)})
     return spec, {
@@ -135,16 +142,44 @@ def _worker_device(device: str) -> str:
         return "cuda"
 
 
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+HEAP_KEEP_BYTES = 1 << 30
+
+
+def keep_freed_memory(limit: int = HEAP_KEEP_BYTES) -> bool:
+    """Let glibc keep freed blocks of up to `limit` bytes in this process's heap.
+
+    A batch of 80 VGGish examples allocates and frees activations of 30-125 MB in every layer.
+    glibc serves blocks over 32 MB with mmap and unmaps them on free, and Dask's workers
+    return freed memory to the system beyond 64 KB (MALLOC_TRIM_THRESHOLD_), so every batch
+    page-faults its activations in again: ~20 ms of kernel time a clip, 35-45 ms in a Dask
+    worker (BENCHMARKS.md). The process keeps its peak heap instead. Returns False where the C
+    library is not glibc (nothing is changed there)."""
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, limit) and libc.mallopt(_M_TRIM_THRESHOLD, limit))
+    except (OSError, AttributeError):
+        return False
+
+
 @lru_cache(maxsize=2)
 def load_encoders(spec: EncoderSpec) -> tuple[ClipEncoder, VGGishEncoder]:
     """Built once per process (worker), never per clip."""
+    if spec.keep_freed_memory:
+        keep_freed_memory()
     if spec.threads:
         torch.set_num_threads(spec.threads)
     device = _worker_device(spec.device)
     torch.manual_seed(spec.seed)            # random weights are identical in every worker and run
-    clip = ClipEncoder(spec.clip_model, spec.clip_weights, device, spec.patch_grid)
+    clip = ClipEncoder(spec.clip_model, spec.clip_weights, device, spec.patch_grid, spec.precision)
     torch.manual_seed(spec.seed + 1)
-    return clip, VGGishEncoder(spec.vggish_weights, device)
+    return clip, VGGishEncoder(spec.vggish_weights, device, spec.precision)
 
 
 # ----------------------------------------------------------------------------- the task
@@ -232,6 +267,7 @@ def open_or_create(out: Path, clip_ids: list[str], sources: list[str], cfg: Extr
             raise StoreError(f"{out} holds another list of clips ({len(store)} vs {len(clip_ids)} now): "
                              f"extract into a new --out, or delete it")
         old = store.attrs.get("features", {})
+        old = {**FEATURE_DEFAULTS, **old} if old else old
         if old != features:
             diff = sorted(k for k in set(old) | set(features) if old.get(k) != features.get(k))
             raise StoreError(f"{out} was made with other settings ({', '.join(diff)} differ): "
@@ -298,7 +334,8 @@ def run_extract(
         for items in tasks:
             record(process_clips(str(out), items, cfg, spec))
     elif tasks:
-        summary.startup_seconds = _run_dask(tasks, str(out), cfg, spec, n_workers, gpus, record)
+        summary.startup_seconds, summary.shutdown_seconds = _run_dask(tasks, str(out), cfg, spec, n_workers,
+                                                                      gpus, record)
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -314,8 +351,8 @@ def _warm(spec: EncoderSpec, dask_worker=None) -> None:
 
 
 def _run_dask(tasks, store_path: str, cfg: ExtractConfig, spec: EncoderSpec, n_workers: int,
-              gpus: int, record: Callable[[list[ClipResult]], None]) -> float:
-    """Run the tasks on Dask workers; returns the seconds spent starting them."""
+              gpus: int, record: Callable[[list[ClipResult]], None]) -> tuple[float, float]:
+    """Run the tasks on Dask workers; returns the seconds spent starting them and closing them."""
     import logging
 
     import dask
@@ -328,7 +365,13 @@ def _run_dask(tasks, store_path: str, cfg: ExtractConfig, spec: EncoderSpec, n_w
     else:
         # Dask's statistical profiler samples every thread every 10 ms: 5-8 % of this job's
         # throughput on 2 cores (BENCHMARKS.md); an existing cluster keeps its own settings
-        with dask.config.set({"distributed.worker.profile.enabled": False}):
+        # One malloc arena per worker: glibc gives each thread an arena whose heaps hold at most
+        # 64 MB, so the encoder's activations, allocated in a Dask thread, would be mmapped and
+        # page-faulted in again at every batch whatever keep_freed_memory sets (BENCHMARKS.md)
+        settings = {"distributed.worker.profile.enabled": False}
+        if cfg.keep_freed_memory:
+            settings["distributed.nanny.pre-spawn-environ.MALLOC_ARENA_MAX"] = 1
+        with dask.config.set(settings):
             cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                                    dashboard_address=None, silence_logs=logging.ERROR,
                                    resources={"GPU": 1} if gpus else None)
@@ -350,9 +393,10 @@ def _run_dask(tasks, store_path: str, cfg: ExtractConfig, spec: EncoderSpec, n_w
                            for i, p in futures[fut]]
             record(results)
     finally:
+        t1 = time.perf_counter()
         client.close()
         if cluster is not None:
             cluster.close()
         os.environ.clear()               # LocalCluster sets OMP_NUM_THREADS=1 in this process too
         os.environ.update(saved_env)
-    return startup
+    return startup, time.perf_counter() - t1

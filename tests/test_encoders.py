@@ -142,3 +142,30 @@ def test_vggish_encoder_equals_torchvggish_network():
     with torch.inference_mode():
         expected = ref(vggish_examples(audio, 4)).reshape(3, 4, 128)
     assert torch.allclose(ours(audio, 4), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_encoders_stay_close_to_fp32(precision):
+    """bf16 / fp16 change the arithmetic, not the model: float32 outputs within a few parts in
+    a thousand of the fp32 encoders (relative L2), and not bit-equal (the setting took effect)."""
+    torch.manual_seed(0)
+    audio, pixels = 0.1 * torch.randn(2, 10 * 16000), torch.randn(4, 3, 64, 64)
+    out = {}
+    for p in ("fp32", precision):
+        torch.manual_seed(1)
+        vggish = VGGishEncoder(None, precision=p)
+        torch.manual_seed(2)
+        clip = ClipEncoder("avu-tiny-clip", None, patch_grid=4, precision=p)
+        out[p] = (vggish(audio, 10), *clip.encode_frames(pixels))
+        if p != "fp32":
+            assert next(vggish.net.parameters()).dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[p]
+            assert next(clip.model.parameters()).dtype == torch.float32     # CLIP: autocast, weights kept
+    for ref, low in zip(out["fp32"], out[precision]):
+        assert low.dtype == torch.float32 and low.shape == ref.shape
+        rel = ((low - ref).norm() / ref.norm()).item()
+        assert 1e-6 < rel < (2e-2 if precision == "bf16" else 3e-3), rel
+
+
+def test_unknown_precision_is_refused_before_any_work():
+    with pytest.raises(ValueError, match="precision 'fp8': expected one of fp32, bf16, fp16"):
+        resolve_weights(tiny_config(precision="fp8"), "cpu")

@@ -136,6 +136,15 @@ def test_retry_failed_and_refusing_other_settings(bad_dir, tmp_path):
     assert summary.done == 1 and fs.status()[fs.index("zero")] == DONE and "zero" not in fs.failures
     with pytest.raises(StoreError, match="patch_grid"):
         _extract(folder, out, patch_grid=2)
+    with pytest.raises(StoreError, match="precision"):
+        _extract(folder, out, precision="bf16")
+    # a store made before the precision setting existed was fp32: it still resumes
+    features = dict(fs.attrs["features"])
+    del features["precision"]
+    FeatureStore(out, mode="r+").group.attrs["features"] = features
+    assert _extract(folder, out).skipped == 3
+    with pytest.raises(StoreError, match="precision"):
+        _extract(folder, out, precision="bf16")
     (folder / "extra.mp4").write_bytes((folder / "fps25.mp4").read_bytes())
     with pytest.raises(StoreError, match="another list of clips"):
         _extract(folder, out)
@@ -154,3 +163,30 @@ def test_cli_summary_exit_code_and_random_weight_warnings(bad_dir, tmp_path):
                                   "workers=0", f"clip_weights={tmp_path}/nope.pt"])
     assert missing.exit_code == 2 and "nope.pt" in missing.output
     assert PENDING == 0
+
+
+KEEP_PROBE = """
+import resource, sys, torch
+sys.path.insert(0, {repo!r})
+from pipeline.extract import keep_freed_memory
+kept = keep_freed_memory() if sys.argv[1] == "keep" else None
+faults = []
+for _ in range(3):                      # a 100 MB activation, allocated and freed as in every batch
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.empty(25_000_000).fill_(1.0)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(kept, faults[-1])
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux" or os.confstr("CS_GNU_LIBC_VERSION") is None, reason="glibc only")
+def test_freed_encoder_memory_is_reused_without_page_faults():
+    """glibc unmaps blocks over 32 MB on free, so each batch faults its activations in again
+    (25 600 pages for 100 MB); keep_freed_memory keeps them in the heap for the next batch."""
+    def probe(mode: str) -> tuple[str, int]:
+        out = subprocess.run([sys.executable, "-c", KEEP_PROBE.format(repo=str(REPO)), mode],
+                             capture_output=True, text=True, check=True).stdout.split()
+        return out[0], int(out[1])
+    assert probe("default")[1] > 20_000
+    kept, faults = probe("keep")
+    assert kept == "True" and faults < 1000
