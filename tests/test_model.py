@@ -346,6 +346,35 @@ def test_questions_of_one_video_share_the_backbone_and_match_running_each_alone(
             torch.testing.assert_close(shared_grads[n], p.grad, rtol=1e-4, atol=1e-6, msg=n)
 
 
+def test_backward_through_clip_rows_uses_no_racing_atomic_adds():
+    """Two identical CPU trainings differed from step 10 (MUSIC-AVQA) because the backward of
+    `x[clip_rows]` is index_put with accumulate, which ATen runs in parallel with atomic float
+    adds (order set by the thread race). The expansion must back-propagate through index_add
+    (index_select's backward), which sums repeated rows in index order."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    ops = []
+
+    class Record(TorchDispatchMode):
+        """(op name, True where it is index_put adding several values into one place)."""
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name, racing = func.overloadpacket.__name__, False
+            if name.startswith("index_put") and len(args) > 3 and args[3]:
+                racing = any(i is not None and i.numel() > i.unique().numel() for i in args[1])
+            ops.append((name, racing))
+            return func(*args, **(kwargs or {}))
+
+    batch = {**make_batch("avqa", T=6, b=2), "clip_rows": torch.tensor([0, 1, 0, 0, 1])}
+    batch.update({k: v for k, v in make_batch("avqa", T=6, b=5, seed=1).items() if k in ("prompt", "answer")})
+    model = build(tiny_config())
+    _, loss = run(model, "avqa", batch)
+    with Record():
+        loss.backward()
+    names = [n for n, _ in ops]
+    assert "index_add" in names or "index_add_" in names
+    assert not [name for name, racing in ops if racing]
+
+
 # ---------------------------------------------------------------------------------- padded frames
 
 @pytest.mark.parametrize("variant", ["s4", "avss"])

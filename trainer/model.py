@@ -303,7 +303,10 @@ class AVUnified(nn.Module):
         clip (trainer/data.py: MUSIC-AVQA's questions of one video) and TPM and SPM run once per
         clip; only the gates and the head run per sample."""
         rows = batch.get("clip_rows")
-        each = (lambda x: x) if rows is None else (lambda x: x[rows])   # one row per sample
+        # index_select, not x[rows]: x[rows]'s backward is index_put with accumulate, which ATen
+        # runs with racing atomic float adds on several CPU threads, so two identical trainings
+        # differed from step 10. index_select's backward (index_add) sums rows in index order.
+        each = (lambda x: x) if rows is None else (lambda x: torch.index_select(x, 0, rows))
         a_in = self.embed["audio"](batch["audio"])          # (U, T, D)
         v_in = self.embed["visual"](batch["visual"])        # (U, T, D)
         a_t, v_t = self.tpm(a_in, v_in)                     # 2 x (U, T, D)
