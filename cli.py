@@ -200,7 +200,8 @@ def info(store: Path = typer.Argument(..., help="A feature store made by `avu ex
     enc = attrs.get("features", {}).get("encoders", {})
     console.print(f"clips {len(fs)}: done {(status == DONE).sum()}, failed {(status == FAILED).sum()}, "
                   f"pending {(status == 0).sum()}; T {attrs.get('T')}, fps {attrs.get('fps')}, "
-                  f"{attrs.get('sample_rate')} Hz, patch grid {attrs.get('patch_grid')}")
+                  f"{attrs.get('sample_rate')} Hz, patch grid {attrs.get('patch_grid')}, "
+                  f"encoders in {attrs.get('features', {}).get('precision', 'fp32')}")
     console.print(f"encoders: {enc}; avu {attrs.get('avu_version')}")
     for clip_id, reason in list(fs.failures.items())[:20]:
         console.print(f"  [red]✗[/] {clip_id}: {reason}")

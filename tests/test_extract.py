@@ -153,12 +153,13 @@ def test_retry_failed_and_refusing_other_settings(bad_dir, tmp_path):
 def test_cli_summary_exit_code_and_random_weight_warnings(bad_dir, tmp_path):
     runner = CliRunner()
     args = ["extract", "--videos", str(bad_dir), "--out", str(tmp_path / "s.zarr"), "--random-weights",
-            "workers=0", "clip_model=avu-tiny-clip", "patch_grid=4"]
+            "workers=0", "clip_model=avu-tiny-clip", "patch_grid=4", "precision=bf16"]
     result = runner.invoke(app, args)
     assert result.exit_code == 1, result.output                       # some clips failed
     assert "RANDOM" in result.output and "no audio track" in result.output and "zero" in result.output
     info = runner.invoke(app, ["info", str(tmp_path / "s.zarr")])
     assert info.exit_code == 0 and "RANDOM" in info.output and "done 2" in info.output
+    assert "encoders in bf16" in info.output
     missing = runner.invoke(app, ["extract", "--videos", str(bad_dir), "--out", str(tmp_path / "t.zarr"),
                                   "workers=0", f"clip_weights={tmp_path}/nope.pt"])
     assert missing.exit_code == 2 and "nope.pt" in missing.output
