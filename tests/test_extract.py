@@ -172,22 +172,24 @@ sys.path.insert(0, {repo!r})
 from pipeline.extract import keep_freed_memory
 kept = keep_freed_memory() if sys.argv[1] == "keep" else None
 faults = []
-for _ in range(3):                      # a 100 MB activation, allocated and freed as in every batch
+for _ in range(10):                     # a 100 MB activation, allocated and freed as in every batch
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     torch.empty(25_000_000).fill_(1.0)
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(kept, faults[-1])
+print(kept, sum(faults[-3:]))
 """
 
 
 @pytest.mark.skipif(sys.platform != "linux" or os.confstr("CS_GNU_LIBC_VERSION") is None, reason="glibc only")
 def test_freed_encoder_memory_is_reused_without_page_faults():
     """glibc unmaps blocks over 32 MB on free, so each batch faults its activations in again
-    (25 600 pages for 100 MB); keep_freed_memory keeps them in the heap for the next batch."""
+    (24 400 pages for 100 MB); keep_freed_memory keeps them in the heap for the next batch.
+    The first 2-4 allocations may still fault: torch's aligned allocation asks for a little
+    more than the block just freed, until freed blocks coalesce (measured: never after the 4th)."""
     def probe(mode: str) -> tuple[str, int]:
         out = subprocess.run([sys.executable, "-c", KEEP_PROBE.format(repo=str(REPO)), mode],
                              capture_output=True, text=True, check=True).stdout.split()
         return out[0], int(out[1])
-    assert probe("default")[1] > 20_000
+    assert probe("default")[1] > 3 * 20_000
     kept, faults = probe("keep")
     assert kept == "True" and faults < 1000
