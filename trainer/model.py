@@ -313,7 +313,7 @@ class AVUnified(nn.Module):
         q = self.embed["prompt"](batch["prompt"])           # (B, D)
         a, v = self.tpgl.gate_tpm(q, each(a_t), each(v_t))  # 2 x (B, T, D)
         feats = {"audio": a, "visual": v, "prompt": q}
-        if "length" in batch:   # (B, T): the clip's real seconds (the rest is padding)
+        if "length" in batch:   # (B,): the clip's real seconds; frame_valid (B, T) marks them
             T = a.shape[1]
             feats["frame_valid"] = torch.arange(T, device=a.device) < batch["length"].to(a.device)[:, None]
         if spatial:
