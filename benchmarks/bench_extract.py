@@ -72,12 +72,13 @@ def main() -> None:
     ap.add_argument("--precision", default=ExtractConfig.precision, help="fp32 | bf16 | fp16, on both sides")
     ap.add_argument("--release-freed-memory", action="store_true",
                     help="the pipeline's workers return freed memory to the system (keep_freed_memory=false)")
+    ap.add_argument("--no-pin", action="store_true", help="the pipeline's workers are not bound to cores (pin_workers=false)")
     args = ap.parse_args()
 
     cfg = ExtractConfig(clip_model=args.clip_model, patch_grid=args.patch_grid, random_weights=True,
                         workers=args.workers, clips_per_task=args.clips_per_task, clip_batch=args.clip_batch,
                         precision=args.precision)
-    pipe_cfg = dataclasses.replace(cfg, keep_freed_memory=not args.release_freed_memory)
+    pipe_cfg = dataclasses.replace(cfg, keep_freed_memory=not args.release_freed_memory, pin_workers=not args.no_pin)
     tmp = Path(tempfile.mkdtemp(prefix="avu-bench-"))
     try:
         paths = make_clips(tmp / "videos", args.clips, tuple(args.size))

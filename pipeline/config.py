@@ -45,6 +45,7 @@ class ExtractConfig:
     threads_per_worker: int = 0      # torch threads per worker; 0 = cores / workers
     compression_level: int = 3       # zstd level of the feature arrays
     keep_freed_memory: bool = True   # glibc keeps freed encoder activations for the next batch
+    pin_workers: bool = True         # local cluster on CPUs: each worker bound to its own cores
     retry_failed: bool = False       # re-run clips that failed before
 
 

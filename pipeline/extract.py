@@ -343,10 +343,39 @@ def run_extract(
 _worker_name = None
 
 
-def _warm(spec: EncoderSpec, dask_worker=None) -> None:
-    """Build this worker's encoders (run on every worker through Client.run)."""
+def worker_cpus(index: int, n_workers: int, cpus: Iterable[int]) -> set[int]:
+    """Worker `index`'s share of `cpus`: n_workers contiguous, equal slices (the remainder to the
+    first workers). Empty when there are fewer CPUs than workers."""
+    cpus = sorted(cpus)
+    if len(cpus) < n_workers:
+        return set()
+    share, extra = divmod(len(cpus), n_workers)
+    start = index * share + min(index, extra)
+    return set(cpus[start : start + share + (index < extra)])
+
+
+def pin_process(cpus: set[int]) -> bool:
+    """Bind every thread of this process to `cpus`; threads started later inherit it. Linux only
+    (False elsewhere, nothing changed)."""
+    if not cpus or not hasattr(os, "sched_setaffinity") or not os.path.isdir("/proc/self/task"):
+        return False
+    pinned = False
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+            pinned = True
+        except (OSError, ValueError):     # a thread that has just ended
+            pass
+    return pinned
+
+
+def _warm(spec: EncoderSpec, pin: tuple[int, list[int]] | None = None, dask_worker=None) -> None:
+    """Build this worker's encoders (run on every worker through Client.run). With `pin` =
+    (local workers, CPUs) the worker is first bound to its share of the CPUs."""
     global _worker_name
     _worker_name = getattr(dask_worker, "name", None)
+    if pin and isinstance(_worker_name, int):
+        pin_process(worker_cpus(_worker_name, *pin))
     load_encoders(spec)
 
 
@@ -378,7 +407,12 @@ def _run_dask(tasks, store_path: str, cfg: ExtractConfig, spec: EncoderSpec, n_w
         client = Client(cluster)
     try:
         client.wait_for_workers(1, timeout=300)
-        client.run(_warm, spec)        # every worker builds its encoders once, before any clip
+        # every worker builds its encoders once, before any clip; local CPU workers are first bound
+        # to their own cores: a worker's decoding and encoding then never wait for a core that the
+        # other worker's encoder holds (BENCHMARKS.md)
+        allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        pin = (n_workers, allowed) if cluster is not None and cfg.pin_workers and not gpus else None
+        client.run(_warm, spec, pin)
         startup = time.perf_counter() - t0
         resources = {"GPU": 1} if gpus and not cfg.scheduler else None
         futures = {

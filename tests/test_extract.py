@@ -193,3 +193,39 @@ def test_freed_encoder_memory_is_reused_without_page_faults():
     assert probe("default")[1] > 3 * 20_000
     kept, faults = probe("keep")
     assert kept == "True" and faults < 1000
+
+
+def test_worker_cpus_are_disjoint_contiguous_shares():
+    from pipeline.extract import worker_cpus
+
+    assert [worker_cpus(k, 2, [0, 1]) for k in range(2)] == [{0}, {1}]
+    shares = [worker_cpus(k, 3, [9, 2, 3, 4, 5, 6, 7, 8]) for k in range(3)]     # order given does not matter
+    assert shares == [{2, 3, 4}, {5, 6, 7}, {8, 9}]
+    assert worker_cpus(1, 4, [0, 1, 2]) == set()                  # fewer CPUs than workers: no pinning
+
+
+PIN_PROBE = """
+import os, sys, threading
+sys.path.insert(0, {repo!r})
+import pipeline.extract as E
+E.load_encoders = lambda spec: None                 # the pinning, not the encoders, is under test
+stop = threading.Event()
+early = threading.Thread(target=stop.wait); early.start()      # a thread running before the pinning
+class Worker: name = 1
+cpus = sorted(os.sched_getaffinity(0))
+E._warm(None, (2, cpus), dask_worker=Worker())
+late = threading.Thread(target=stop.wait); late.start()
+print(sorted(E.worker_cpus(1, 2, cpus)), *(sorted(os.sched_getaffinity(t)) for t in
+      (0, early.native_id, late.native_id)), sep=";")
+stop.set()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux and 2 CPUs")
+def test_warm_binds_every_thread_of_a_local_worker_to_its_cores():
+    out = subprocess.run([sys.executable, "-c", PIN_PROBE.format(repo=str(REPO))],
+                         capture_output=True, text=True, check=True).stdout.strip().split(";")
+    share, main, early, late = out
+    assert share != str(sorted(os.sched_getaffinity(0)))         # a strict share of the CPUs
+    assert main == early == late == share
