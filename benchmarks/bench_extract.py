@@ -6,6 +6,12 @@ with Dask workers, decode threads and batched encoding, Dask start-up included. 
 decode-only and encode-only throughput, so the bound is visible.
 
     python benchmarks/bench_extract.py --clips 32 --clip-model avu-tiny-clip
+    python benchmarks/bench_extract.py --clips 48 --videos ../shared/data/samples/llp ../shared/data/samples/ave
+
+By default the clips are generated (pipeline/timecode.py: flat frames that show the second, a
+tone): cheap to decode, ~33 ms a clip on one core. `--videos` cycles real files (or the videos
+in folders) instead: the LLP and AVE samples take ~120 ms a clip to decode (frames and audio),
+as real benchmark videos do, so decoding is a larger part of the work.
 """
 
 from __future__ import annotations
@@ -30,6 +36,20 @@ from pipeline.extract import (_encode, clip_dims, clip_ids_for, list_videos, loa
                               resolve_weights, run_extract)
 from pipeline.store import create  # noqa: E402
 from pipeline.timecode import write_clip  # noqa: E402
+
+
+def cycle_videos(folder: Path, n: int, sources: list[str]) -> list[Path]:
+    """n links named clip000.<ext>, ... to the given videos (files, or the videos in folders), in turn."""
+    files = []
+    for s in sources:
+        files += list_videos(Path(s)) if Path(s).is_dir() else [Path(s)]
+    if not files:
+        raise SystemExit(f"no videos in {sources}")
+    folder.mkdir(parents=True, exist_ok=True)
+    for k in range(n):
+        src = files[k % len(files)].resolve()
+        (folder / f"clip{k:03d}{src.suffix}").symlink_to(src)
+    return list_videos(folder)
 
 
 def make_clips(folder: Path, n: int, size: tuple[int, int]) -> list[Path]:
@@ -66,6 +86,7 @@ def main() -> None:
     ap.add_argument("--clip-model", default="avu-tiny-clip")
     ap.add_argument("--patch-grid", type=int, default=4)
     ap.add_argument("--size", type=int, nargs=2, default=(320, 240), help="frame size of the generated clips")
+    ap.add_argument("--videos", nargs="+", help="real videos (files or folders) to cycle instead of generated clips")
     ap.add_argument("--workers", type=int, default=ExtractConfig.workers)
     ap.add_argument("--clips-per-task", type=int, default=ExtractConfig.clips_per_task)
     ap.add_argument("--clip-batch", type=int, default=ExtractConfig.clip_batch)
@@ -81,9 +102,14 @@ def main() -> None:
     pipe_cfg = dataclasses.replace(cfg, keep_freed_memory=not args.release_freed_memory, pin_workers=not args.no_pin)
     tmp = Path(tempfile.mkdtemp(prefix="avu-bench-"))
     try:
-        paths = make_clips(tmp / "videos", args.clips, tuple(args.size))
+        if args.videos:
+            paths = cycle_videos(tmp / "videos", args.clips, args.videos)
+            what = f"{len(paths)} clips cycling {', '.join(sorted({p.resolve().name for p in paths}))}"
+        else:
+            paths = make_clips(tmp / "videos", args.clips, tuple(args.size))
+            what = f"{len(paths)} generated clips of 10 s, {args.size[0]}x{args.size[1]}"
         n = len(paths)
-        print(f"{n} clips of 10 s, {args.size[0]}x{args.size[1]}, CLIP {args.clip_model} (random weights), "
+        print(f"{what}, CLIP {args.clip_model} (random weights), "
               f"patch grid {args.patch_grid}, encoders in {args.precision} (both sides), {os.cpu_count()} cores, "
               f"torch {torch.__version__}")
 
