@@ -92,9 +92,13 @@ def clip_ids_for(paths: list[Path], root: Path) -> list[str]:
 def resolve_weights(cfg: ExtractConfig, device: str, threads: int = 0) -> tuple[EncoderSpec, dict]:
     """Check the weight files before any work starts; the encoders' provenance for the store."""
     precision_dtype(cfg.precision)
-    if cfg.random_weights:
-        spec = EncoderSpec(cfg.clip_model, None, None, cfg.patch_grid, device, threads,
+
+    def spec_for(clip_weights: str | None, vggish_weights: str | None) -> EncoderSpec:
+        return EncoderSpec(cfg.clip_model, clip_weights, vggish_weights, cfg.patch_grid, device, threads,
                            precision=cfg.precision, keep_freed_memory=cfg.keep_freed_memory)
+
+    if cfg.random_weights:
+        spec = spec_for(None, None)
         return spec, {"clip": {"model": cfg.clip_model, "weights": "random", "seed": spec.seed},
                       "vggish": {"weights": "random", "seed": spec.seed + 1}}
     clip_path, vgg_path = resolve_path(cfg.clip_weights), resolve_path(cfg.vggish_weights)
@@ -113,8 +117,7 @@ def resolve_weights(cfg: ExtractConfig, device: str, threads: int = 0) -> tuple[
         torch.hub.download_url_to_file(url, str(path))
     by_tag = not clip_path.is_file()
     clip_source = cfg.clip_pretrained_tag if by_tag else str(clip_path)
-    spec = EncoderSpec(cfg.clip_model, clip_source, str(vgg_path), cfg.patch_grid, device, threads,
-                       precision=cfg.precision, keep_freed_memory=cfg.keep_freed_memory)
+    spec = spec_for(clip_source, str(vgg_path))
     clip_info = ({"weights": f"open_clip:{clip_source}"} if by_tag
                  else {"weights": clip_path.name, "sha256": file_sha256(clip_path)})
     return spec, {
