@@ -3,8 +3,9 @@
 Layout under --root (`datasets.ave_*` in stages.yaml): `Annotations.txt` (`&`-separated
 Category&VideoID&Quality&StartTime&EndTime; a header line is accepted), the split files
 `{train,val,test}_order.h5` (key `order`: 0-based rows of Annotations.txt) read with h5py,
-or, where they are absent, `DERIVED_ave_splits.csv` (split, row_index, ...); videos
-`AVE/<VideoID>.mp4`.
+or, where they are absent, `DERIVED_ave_splits.csv` (split, order_pos, row_index, ...); videos
+`AVE/<VideoID>.mp4`. A malformed row, an unknown category or a row index outside
+Annotations.txt fails naming FILE:LINE (the .h5 files: FILE and the position in `order`).
 
 A sample is a ROW: the same video can carry several rows (events), so clip ids are
 `<row>_<VideoID>` and the source path repeats. Classes are the 28 of vocab.AVE_CLASSES (the
@@ -18,6 +19,7 @@ rows_in_no_split.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -25,44 +27,87 @@ import numpy as np
 
 from ..config import DatasetsConfig
 from ..vocab import AVE_CLASSES, CLASSES, SERIALISERS
-from .common import SPLITS, Clip, Dataset, DatasetError, need_file, read_csv
+from .common import SPLITS, Clip, Dataset, DatasetError, field, read_csv, read_text, split_field
 
 T = 10
 BACKGROUND = 28
 
 
 def read_annotations(path: Path, quirks: Counter) -> list[tuple[str, str, int, int]]:
-    """(category, video id, start, end) per row, in file order."""
+    """(category, video id, start, end) per row, in file order. A first line whose times are
+    both non-integers is a header; after it every line must be a row."""
     rows = []
-    for n, line in enumerate(need_file(path, "AVE Annotations.txt").read_text(encoding="utf-8-sig").splitlines()):
+    for n, line in enumerate(re.split(r"\r\n|\r|\n", read_text(path, "AVE Annotations.txt")), 1):
         if not line.strip():
             continue
-        parts = line.strip().split("&")
+        parts = [p.strip() for p in line.strip().split("&")]
         if len(parts) != 5:
-            raise DatasetError(f"{path}:{n + 1}: expected 5 '&'-separated fields, got {line!r}")
-        if not rows and not parts[3].strip().isdigit():            # "Category&VideoID&Quality&..."
-            quirks["header_lines"] += 1
+            raise DatasetError(f"{path}:{n}: expected 5 '&'-separated fields "
+                               f"(Category&VideoID&Quality&StartTime&EndTime), got {len(parts)}: {line!r}")
+        if not rows and not quirks["header_lines"] and not any(map(_is_int, parts[3:])):
+            quirks["header_lines"] += 1                                  # "Category&VideoID&Quality&..."
             continue
-        rows.append((parts[0].strip(), parts[1].strip(), int(parts[3]), int(parts[4])))
+        for name, value in (("StartTime", parts[3]), ("EndTime", parts[4])):
+            if not _is_int(value):
+                raise DatasetError(f"{path}:{n}: {name} {value!r} is not an integer (whole seconds)")
+        if parts[0] not in AVE_CLASSES:
+            raise DatasetError(f"{path}:{n}: category {parts[0]!r} is not one of the 28 official AVE categories")
+        if not parts[1]:
+            raise DatasetError(f"{path}:{n}: VideoID is empty")
+        rows.append((parts[0], parts[1], int(parts[3]), int(parts[4])))
+    if not rows:
+        raise DatasetError(f"{path}: no annotation rows")
     return rows
 
 
-def read_splits(folder: Path) -> dict[str, list[int]]:
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+        return True
+    except ValueError:
+        return False
+
+
+def read_order(path: Path, n_rows: int) -> list[int]:
+    """An official *_order.h5: dataset `order`, 1-D integers, each a 0-based row of Annotations.txt."""
+    import h5py
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise DatasetError(f"{path}: not a readable HDF5 file ({err})") from None
+    with f:
+        order = f.get("order")
+        if not isinstance(order, h5py.Dataset):
+            raise DatasetError(f"{path}: no dataset 'order' (it holds: {', '.join(f) or 'nothing'})")
+        if order.dtype.kind not in "iu" or order.ndim != 1:
+            raise DatasetError(f"{path}: 'order' is {order.dtype} of shape {order.shape}; expected a 1-D array "
+                               f"of integers (0-based rows of Annotations.txt)")
+        out = [int(i) for i in order[:]]
+    for pos, i in enumerate(out):
+        if not 0 <= i < n_rows:
+            raise DatasetError(f"{path}: order[{pos}] = {i} is not a row of Annotations.txt "
+                               f"({n_rows} rows, numbered from 0)")
+    return out
+
+
+def read_splits(folder: Path, n_rows: int) -> dict[str, list[int]]:
     """Row indices per split: the official *_order.h5 files, else the DERIVED csv."""
     h5 = {s: folder / f"{s}_order.h5" for s in SPLITS}
     if all(p.is_file() for p in h5.values()):
-        import h5py
-
-        out = {}
-        for s, p in h5.items():
-            with h5py.File(p, "r") as f:
-                out[s] = [int(i) for i in f["order"][:]]
-        return out
+        return {s: read_order(p, n_rows) for s, p in h5.items()}
     derived = folder / "DERIVED_ave_splits.csv"
     if not derived.is_file():
         raise DatasetError(f"{folder}: no {{train,val,test}}_order.h5 and no DERIVED_ave_splits.csv")
-    rows = sorted(read_csv(derived), key=lambda r: (r["split"], int(r["order_pos"])))
-    return {s: [int(r["row_index"]) for r in rows if r["split"] == s] for s in SPLITS}
+    rows = []
+    for r in read_csv(derived, columns=("split", "order_pos", "row_index")):
+        split, pos, i = split_field(r), field(r, "order_pos", int), field(r, "row_index", int)
+        if not 0 <= i < n_rows:
+            raise DatasetError(f"{r.where()}: row_index {i} is not a row of Annotations.txt "
+                               f"({n_rows} rows, numbered from 0)")
+        rows.append((split, pos, i))
+    rows.sort(key=lambda r: r[:2])
+    return {s: [i for split, _, i in rows if split == s] for s in SPLITS}
 
 
 def segment_labels(cls: int, start: int, end: int) -> np.ndarray:
@@ -74,14 +119,9 @@ def segment_labels(cls: int, start: int, end: int) -> np.ndarray:
 def load(root: Path, cfg: DatasetsConfig) -> Dataset:
     folder, quirks = root / cfg.ave_annotations, Counter(header_lines=0)
     rows = read_annotations(folder / "Annotations.txt", quirks)
-    unknown = sorted({r[0] for r in rows} - set(AVE_CLASSES))
-    if unknown:
-        raise DatasetError(f"AVE categories not in the 28 official ones: {unknown}")
     split_of: dict[int, str] = {}
-    for s, order in read_splits(folder).items():
+    for s, order in read_splits(folder, len(rows)).items():
         for i in order:
-            if not 0 <= i < len(rows):
-                raise DatasetError(f"AVE {s} split names row {i}; Annotations.txt has {len(rows)}")
             split_of.setdefault(i, s)
     per_video = Counter(r[1] for r in rows)
     quirks["rows_sharing_a_video"] = sum(per_video[r[1]] > 1 for r in rows)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..config import DatasetsConfig
 from .avs_s4 import binary_masks, mask_flags
-from .common import Clip, Dataset, read_csv
+from .common import Clip, Dataset, DatasetError, read_csv, split_field
 
 T = 5
 
@@ -27,8 +27,10 @@ T = 5
 def load(root: Path, cfg: DatasetsConfig) -> Dataset:
     folder, quirks, size = root / cfg.avs_ms3_folder, Counter(masks_missing=0), cfg.avs_mask_size
     data, clips = folder / "ms3_data", []
-    for row in read_csv(folder / "ms3_meta_data.csv"):
-        name, split = next(iter(row.values())), row["split"]
+    for row in read_csv(folder / "ms3_meta_data.csv", columns=("split",)):
+        name, split = next(iter(row.values())), split_field(row)
+        if not name:
+            raise DatasetError(f"{row.where()}: the clip name (column 1) is empty")
         frames = [str(data / "visual_frames" / name / f"{name}.mp4_{k}.png") for k in range(1, T + 1)]
         masks = [data / "gt_masks" / split / name / f"{name}_{k}.png" for k in range(1, T + 1)]
         valid = mask_flags(masks, [True] * T, quirks)

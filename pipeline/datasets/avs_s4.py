@@ -25,17 +25,14 @@ import numpy as np
 
 from ..config import DatasetsConfig
 from ..vocab import S4_CLASSES, SERIALISERS
-from .common import Clip, Dataset, DatasetError, read_csv, resize_nearest
+from .common import Clip, Dataset, DatasetError, Row, field, read_csv, read_image, resize_nearest, split_field
 
 T = 5
 
 
 def binary_mask(path: Path, size: int) -> np.ndarray:
     """A grey (or palette) mask PNG -> (size, size) uint8 {0, 1}: any nonzero pixel is sounding."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        grey = np.asarray(im.convert("L") if im.mode not in ("L", "P", "1") else im)
+    grey = read_image(path, lambda im: im.convert("L") if im.mode not in ("L", "P", "1") else im)
     return resize_nearest((grey > 0).astype(np.uint8), size)
 
 
@@ -55,18 +52,22 @@ def mask_flags(paths: list[Path], expected: list[bool], quirks: Counter) -> np.n
     return (np.array(expected) & exists).astype(np.uint8)
 
 
-def name_of(row: dict) -> str:
-    return row.get("name") or next(iter(row.values()))
+def name_of(row: Row) -> str:
+    """The clip name: column `name`, else the first column (as the official loader reads it)."""
+    name = row.get("name") or next(iter(row.values()))
+    if not name:
+        raise DatasetError(f"{row.where()}: the clip name (column {'name' if 'name' in row else 1}) is empty")
+    return name
 
 
 def load(root: Path, cfg: DatasetsConfig) -> Dataset:
     folder, size = root / cfg.avs_s4_folder, cfg.avs_mask_size
     quirks = Counter(masks_missing=0, train_masks_ignored=0)
     data, clips = folder / "s4_data", []
-    for row in read_csv(folder / "s4_meta_data.csv"):
-        name, cat, split = name_of(row), row["category"], row["split"]
+    for row in read_csv(folder / "s4_meta_data.csv", columns=("category", "split")):
+        name, cat, split = name_of(row), field(row, "category"), split_field(row)
         if cat not in S4_CLASSES:
-            raise DatasetError(f"s4_meta_data.csv: {name}: category {cat!r} is not one of the 23 S4 categories")
+            raise DatasetError(f"{row.where()}: {name}: category {cat!r} is not one of the 23 S4 categories")
         rel = f"{split}/{cat}/{name}"
         frames = [str(data / "visual_frames" / rel / f"{name}_{k}.png") for k in range(1, T + 1)]
         masks = [data / "gt_masks" / rel / f"{name}_{k}.png" for k in range(1, T + 1)]

@@ -29,7 +29,8 @@ import numpy as np
 
 from ..config import DatasetsConfig
 from ..vocab import AVSS_CLASSES, SERIALISERS
-from .common import Clip, Dataset, DatasetError, read_csv, resize_nearest
+from .common import (Clip, Dataset, DatasetError, field, json_type, read_csv, read_image, read_json,
+                     resize_nearest, split_field)
 
 T = 10
 SUBSETS = ("v1s", "v1m", "v2")
@@ -62,13 +63,10 @@ def colour_to_classes(rgb: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def class_masks(paths: list[Path], valid: np.ndarray, size: int, quirks: Counter) -> dict[str, np.ndarray]:
-    from PIL import Image
-
     masks = np.zeros((T, size, size), np.uint8)
     for k, p in enumerate(paths):
         if p.is_file():
-            with Image.open(p) as im:
-                classes, unmatched = colour_to_classes(np.asarray(im.convert("RGB")))
+            classes, unmatched = colour_to_classes(read_image(p, lambda im: im.convert("RGB")))
             masks[k] = resize_nearest(classes, size)
             quirks["unmatched_pixels"] += unmatched
     present = np.zeros(len(AVSS_CLASSES), np.uint8)
@@ -82,7 +80,13 @@ def check_label2idx(path: Path, quirks: Counter) -> None:
     if not path.is_file():
         quirks["label2idx_missing"] = 1
         return
-    names = sorted(json.loads(path.read_text()).items(), key=lambda kv: kv[1])
+    _, table = read_json(path, "AVSS label2idx.json")
+    if not isinstance(table, dict):
+        raise DatasetError(f"{path}: expected a JSON object of class name -> index, got {json_type(table)}")
+    for name, i in table.items():
+        if isinstance(i, bool) or not isinstance(i, int):
+            raise DatasetError(f"{path}: class {name!r} has index {json.dumps(i)}, {json_type(i)}; expected an integer")
+    names = sorted(table.items(), key=lambda kv: kv[1])
     if [n for n, _ in names] != AVSS_CLASSES or [i for _, i in names] != list(range(1, len(AVSS_CLASSES) + 1)):
         raise DatasetError(f"{path}: the class list differs from vocab.AVSS_CLASSES; update the vocabulary")
 
@@ -98,14 +102,14 @@ def load(root: Path, cfg: DatasetsConfig) -> Dataset:
     folder, size = root / cfg.avss_folder, cfg.avs_mask_size
     quirks = Counter(label2idx_missing=0, masks_missing=0, v1s_masks_not_trained=0, unmatched_pixels=0)
     check_label2idx(folder / "label2idx.json", quirks)
-    clips, seen = [], set()
-    for row in read_csv(folder / "metadata.csv"):
-        uid, subset, split = row["uid"], row["label"], row["split"]
+    clips, seen = [], {}
+    for row in read_csv(folder / "metadata.csv", columns=("uid", "label", "split")):
+        uid, subset, split = field(row, "uid"), field(row, "label"), split_field(row)
         if subset not in SUBSETS:
-            raise DatasetError(f"metadata.csv: {uid}: label {subset!r} is not one of {SUBSETS}")
+            raise DatasetError(f"{row.where()}: {uid}: label {subset!r} is not one of {', '.join(SUBSETS)}")
         if uid in seen:
-            raise DatasetError(f"metadata.csv: uid {uid} appears twice")
-        seen.add(uid)
+            raise DatasetError(f"{row.where()}: uid {uid} appears twice (first at line {seen[uid]})")
+        seen[uid] = row.line
         clip_dir = folder / subset / uid
         masks = [clip_dir / "labels_rgb" / f"{i}.png" for i in range(T)]
         exists = np.array([p.is_file() for p in masks])

@@ -1,13 +1,26 @@
 """The common interface of the adapters (a Clip per sample, a Dataset per benchmark) and the
-few helpers several of them share. Kept apart from __init__ so that adapters can import it."""
+few helpers several of them share. Kept apart from __init__ so that adapters can import it.
+
+Every value an adapter takes from a file goes through a helper here, so that a malformed file
+fails with `FILE:LINE: what is wrong` (a DatasetError; the CLI prints it and exits 2):
+read_text (UTF-8, naming the line and column of bad bytes), read_csv (rows that know their
+line; required columns checked once, from the header) with field() and split_field(), and
+JsonList (a JSON list of entries; an entry is named by its index, its id and the line and
+column where it starts)."""
 
 from __future__ import annotations
 
+import codecs
 import csv
+import dataclasses
+import io
+import json
+import math
+import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -20,12 +33,16 @@ class DatasetError(ValueError):
     """An annotation file is missing or says something the adapter cannot take."""
 
 
+class Invalid(ValueError):
+    """Raised by a value converter (field, JsonList.value) with the reason, which is shown."""
+
+
 @dataclass
 class Clip:
     clip_id: str                       # unique in the dataset (AVE: "<row>_<video id>")
     source: str | dict                 # a video path, or {"frames": [one image per second], "audio": wav}
     splits: tuple[str, ...]            # usually one; a MUSIC-AVQA video can be in val and test
-    targets: dict[str, np.ndarray] = field(default_factory=dict)   # small arrays, same shapes in every clip
+    targets: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)   # small arrays, same shapes in every clip
     dense: Callable[[Counter], dict[str, np.ndarray]] | None = None  # big arrays (masks), made when written
 
 
@@ -35,9 +52,9 @@ class Dataset:
     T: int
     clips: list[Clip]                  # every sample the annotations name, media present or not
     classes: list[str]                 # the task's classes in index order (valid_ids follow it)
-    quirks: Counter = field(default_factory=Counter)   # what was odd in the files, and how often
-    attrs: dict = field(default_factory=dict)          # more store attributes (answer list, ...)
-    dense_shapes: dict[str, tuple[tuple, str]] = field(default_factory=dict)  # name -> (shape, dtype)
+    quirks: Counter = dataclasses.field(default_factory=Counter)   # what was odd in the files, and how often
+    attrs: dict = dataclasses.field(default_factory=dict)          # more store attributes (answer list, ...)
+    dense_shapes: dict[str, tuple[tuple, str]] = dataclasses.field(default_factory=dict)  # name -> (shape, dtype)
     dense_key: str = ""                # settings the dense arrays depend on (mask size)
     questions: dict[str, list] | None = None            # MUSIC-AVQA's question table
     vocab: Vocab = VOCAB
@@ -56,14 +73,226 @@ def need_file(path: Path, what: str) -> Path:
     return path
 
 
-def read_csv(path: Path, delimiter: str = ",") -> list[dict]:
-    """Rows of a headed CSV/TSV (CRLF or LF, BOM tolerated) as dicts, keys stripped."""
-    with open(need_file(path, "annotation file"), newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.reader(f, delimiter=delimiter))
-    if not rows:
+_BREAK = re.compile(rb"\r\n|\r|\n")
+
+
+def read_text(path: Path, what: str = "annotation file") -> str:
+    """A UTF-8 text file (a BOM is dropped). Bytes that are not UTF-8 fail naming FILE:LINE:COL
+    (COL counts bytes) and the bytes; nothing is replaced or skipped."""
+    need_file(path, what)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise DatasetError(f"{path}: cannot read the {what}: {err.strerror or err}") from None
+    skip = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return data[skip:].decode("utf-8")
+    except UnicodeDecodeError as err:
+        at, end = skip + err.start, skip + err.end
+        line = len(_BREAK.findall(data, 0, at)) + 1
+        col = at - max(data.rfind(b"\n", 0, at), data.rfind(b"\r", 0, at), skip - 1)     # the BOM is no column
+        raise DatasetError(f"{path}:{line}:{col}: not UTF-8 text: bytes {data[at:end]!r} at byte offset {at} "
+                           f"({err.reason}); save the file as UTF-8") from None
+
+
+class Row(dict):
+    """One row of a headed CSV/TSV: column -> stripped value; `path` and `line` (where it starts)."""
+
+    path: Path
+    line: int
+
+    def where(self) -> str:
+        return f"{self.path}:{self.line}"
+
+
+def read_csv(path: Path, delimiter: str = ",", columns: tuple[str, ...] = ()) -> list[Row]:
+    """Rows of a headed CSV/TSV (CRLF or LF, BOM tolerated), blank rows skipped, keys stripped.
+    A column of `columns` missing from the header fails once, at its line; a row too short to
+    hold one of them, or a quoted field running over several lines (an unbalanced quote
+    swallowing the rows after it), fails at the row's first line."""
+    reader = csv.reader(io.StringIO(read_text(path), newline=""), delimiter=delimiter)
+    lines, start = [], 1
+    try:
+        for values in reader:
+            lines.append((start, reader.line_num, values))
+            start = reader.line_num + 1
+    except csv.Error as err:
+        raise DatasetError(f"{path}:{start}: {err}") from None
+    while lines and not any(v.strip() for v in lines[0][2]):
+        lines.pop(0)                                  # blank lines above the header
+    if not lines:
         raise DatasetError(f"{path}: empty file")
-    head = [h.strip() for h in rows[0]]
-    return [dict(zip(head, (v.strip() for v in r))) for r in rows[1:] if any(v.strip() for v in r)]
+    head_line, head = lines[0][0], [h.strip() for h in lines[0][2]]
+    sep = "tab" if delimiter == "\t" else repr(delimiter)
+    absent = [c for c in columns if c not in head]
+    if absent:
+        hint = f" (the file should be {sep}-separated)" if len(head) == 1 else ""
+        raise DatasetError(f"{path}:{head_line}: no column {', '.join(map(repr, absent))}; "
+                           f"columns: {', '.join(head)}{hint}")
+    need = max((head.index(c) for c in columns), default=0)
+    rows = []
+    for first, last, values in lines[1:]:
+        if not any(v.strip() for v in values):
+            continue
+        if last > first:
+            raise DatasetError(f"{path}:{first}: a quoted field runs from line {first} to line {last} "
+                               f"(an unbalanced '\"'?)")
+        if len(values) <= need:
+            raise DatasetError(f"{path}:{first}: {len(values)} field{'s' * (len(values) != 1)}, no "
+                               f"{head[need]!r} (column {need + 1} of {len(head)}: {', '.join(head)}; "
+                               f"{sep}-separated)")
+        row = Row(zip(head, (v.strip() for v in values)))
+        row.path, row.line = path, first
+        rows.append(row)
+    return rows
+
+
+_KINDS = {int: "an integer", float: "a number", str: "a value"}
+
+
+def field(row: Row, name: str, convert: Callable = str, what: str | None = None, empty_ok: bool = False) -> Any:
+    """row[name] passed through `convert`; a value it refuses (ValueError) fails as
+    FILE:LINE: <name> <value> is not <what>. Empty values fail unless `empty_ok`."""
+    value = row.get(name)
+    if value is None:
+        raise DatasetError(f"{row.where()}: no {name!r} field")
+    if not value and not empty_ok:
+        raise DatasetError(f"{row.where()}: {name} is empty")
+    try:
+        return convert(value)
+    except (ValueError, TypeError) as err:
+        why = f": {err}" if isinstance(err, Invalid) else ""
+        raise DatasetError(f"{row.where()}: {name} {value!r} is not "
+                           f"{what or _KINDS.get(convert, convert.__name__)}{why}") from None
+
+
+def split_field(row: Row, name: str = "split") -> str:
+    """A split column: one of train, val, test."""
+    value = field(row, name)
+    if value not in SPLITS:
+        raise DatasetError(f"{row.where()}: {name} {value!r} is not one of {', '.join(SPLITS)}")
+    return value
+
+
+def read_json(path: Path, what: str = "annotation file") -> tuple[str, Any]:
+    """(text, parsed value); a syntax error fails as FILE:LINE:COL."""
+    text = read_text(path, what)
+    try:
+        return text, json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"{path}:{err.lineno}:{err.colno}: not valid JSON: {err.msg}") from None
+    except RecursionError:
+        raise DatasetError(f"{path}: not usable JSON: nested too deeply") from None
+
+
+_JSON_NAMES = {str: "a string", int: "an integer", float: "a number", list: "a list", dict: "an object"}
+
+
+def json_type(value: Any) -> str:
+    """How JSON would call a parsed value, for messages."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    return _JSON_NAMES.get(type(value), type(value).__name__)
+
+
+def _short(value: Any, n: int = 60) -> str:
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+REQUIRED = object()
+
+
+class JsonList:
+    """A JSON file holding a list of objects (entries). An entry is named in messages by its
+    index, its `id_key` value and the line and column where it starts: FILE:LINE:COL: entry K
+    (id_key V). Positions are found only when a message needs them."""
+
+    def __init__(self, path: Path, what: str, id_key: str):
+        self.path, self.id_key = path, id_key
+        self.text, self.items = read_json(path, what)
+        if not isinstance(self.items, list):
+            raise DatasetError(f"{path}: expected a JSON list of entries, got {json_type(self.items)}")
+        self._starts: list[int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def where(self, k: int) -> str:
+        e = self.items[k]
+        ident = e.get(self.id_key) if isinstance(e, dict) else None
+        at = self._position(k)
+        return (f"{self.path}:{at}: entry {k}" if at else f"{self.path}: entry {k}") + \
+            (f" ({self.id_key} {_short(ident)})" if ident is not None else "")
+
+    def _position(self, k: int) -> str:
+        """Where entry k starts, as LINE:COL (counted as json counts: lines end at \\n, columns are characters)."""
+        if self._starts is None:                      # re-read the list one element at a time, keeping offsets
+            decoder, ws, text, starts = json.JSONDecoder(), re.compile(r"[ \t\n\r]*"), self.text, []
+            try:
+                i = ws.match(text, ws.match(text).end() + 1).end()      # past "["
+                while len(starts) < len(self.items):
+                    starts.append(i)
+                    i = ws.match(text, decoder.raw_decode(text, i)[1]).end()
+                    i = ws.match(text, i + 1).end()                      # past ","
+            except (ValueError, IndexError):          # cannot happen for text json.loads took; never hide the error
+                starts = []
+            self._starts = starts
+        if k >= len(self._starts):
+            return ""
+        at = self._starts[k]
+        line, col = self.text.count("\n", 0, at) + 1, at - self.text.rfind("\n", 0, at)
+        return f"{line}:{col}"
+
+    def value(self, k: int, key: str, kinds: tuple[type, ...], convert: Callable | None = None,
+              what: str = "", default: Any = REQUIRED) -> Any:
+        """Entry k's `key`, which must be one of the JSON `kinds` (bool is never an int) and
+        pass `convert` (a ValueError or TypeError fails as: <key> <value> is not <what>)."""
+        e = self.items[k]
+        if not isinstance(e, dict):
+            raise DatasetError(f"{self.where(k)}: expected an object, got {json_type(e)} {_short(e)}")
+        if key not in e:
+            if default is not REQUIRED:
+                return default
+            raise DatasetError(f"{self.where(k)}: no key {key!r}; keys: {', '.join(map(str, e))}")
+        v = e[key]
+        if not isinstance(v, kinds) or (isinstance(v, bool) and bool not in kinds):
+            expected = " or ".join(_JSON_NAMES[t] for t in kinds)
+            shown = "" if v is None or isinstance(v, bool) else f" {_short(v)}"
+            raise DatasetError(f"{self.where(k)}: {key} is {json_type(v)}{shown}, expected {expected}")
+        if convert is None:
+            return v
+        try:
+            return convert(v)
+        except (ValueError, TypeError) as err:
+            why = f": {err}" if isinstance(err, Invalid) else ""
+            raise DatasetError(f"{self.where(k)}: {key} {_short(v)} is not {what}{why}") from None
+
+
+def nonempty(value: str) -> str:
+    if not value.strip():
+        raise Invalid("it is empty")
+    return value
+
+
+def is_number(value: Any) -> bool:
+    """A JSON number (int or float, not bool), not NaN."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def read_image(path: Path, convert: Callable) -> np.ndarray:
+    """An image file (a mask PNG) as an array, after `convert(PIL image)`; a file PIL cannot
+    read fails naming it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(convert(im))
+    except (OSError, SyntaxError, ValueError) as err:          # PIL: UnidentifiedImageError, truncated, broken
+        raise DatasetError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
 
 
 def resize_nearest(mask: np.ndarray, size: int) -> np.ndarray:

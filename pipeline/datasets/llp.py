@@ -26,25 +26,25 @@ import numpy as np
 
 from ..config import DatasetsConfig
 from ..vocab import LLP_CLASSES, SERIALISERS
-from .common import Clip, Dataset, DatasetError, read_csv
+from .common import Clip, Dataset, DatasetError, Row, field, read_csv
 
 T = 10
 FILES = {"train": "AVVP_train.csv", "val": "AVVP_val_pd.csv", "test": "AVVP_test_pd.csv"}
 EVAL = {"audio": "AVVP_eval_audio.csv", "visual": "AVVP_eval_visual.csv"}
 
 
-def class_index(name: str, where: str) -> int:
+def class_index(name: str, row: Row) -> int:
     try:
         return LLP_CLASSES.index(name.strip())
     except ValueError:
-        raise DatasetError(f"{where}: unknown LLP class {name!r}") from None
+        raise DatasetError(f"{row.where()}: unknown LLP class {name!r}") from None
 
 
 def is_fractional(filename: str) -> bool:
     return any("." in part for part in filename[12:].split("_"))
 
 
-def dense_labels(rows: list[dict], clips: dict[str, str], weak: dict[str, np.ndarray], modality: str,
+def dense_labels(rows: list[Row], clips: dict[str, str], weak: dict[str, np.ndarray], modality: str,
                  quirks: Counter) -> dict[str, np.ndarray]:
     """filename -> (25, T) matrix from eval rows; rows naming no val/test clip are ignored."""
     gt = {name: np.zeros((len(LLP_CLASSES), T), np.uint8) for name in clips}
@@ -52,12 +52,14 @@ def dense_labels(rows: list[dict], clips: dict[str, str], weak: dict[str, np.nda
     quirks[f"eval_{modality}_unmatched_files"] = len(set(unmatched))
     quirks[f"eval_{modality}_unmatched_rows"] = len(unmatched)
     quirks[f"eval_{modality}_duplicate_rows"] = len(rows) - len({tuple(r.values()) for r in rows})
-    quirks[f"eval_{modality}_empty_rows"] = sum(int(r["onset"]) >= int(r["offset"]) for r in rows)
+    times = [(field(r, "onset", int, "an integer (seconds)"), field(r, "offset", int, "an integer (seconds)"))
+             for r in rows]
+    quirks[f"eval_{modality}_empty_rows"] = sum(on >= off for on, off in times)
     quirks[f"eval_{modality}_rows_not_in_weak_labels"] = 0
-    for r in rows:
+    for r, (on, off) in zip(rows, times):
         if r["filename"] not in clips:
             continue
-        c, on, off = class_index(r["event_labels"], EVAL[modality]), int(r["onset"]), int(r["offset"])
+        c = class_index(field(r, "event_labels"), r)
         quirks[f"eval_{modality}_rows_not_in_weak_labels"] += not weak[r["filename"]][c]
         gt[r["filename"]][c, max(on, 0) : min(off, T)] = 1
     have = {r["filename"] for r in rows}
@@ -70,16 +72,19 @@ def load(root: Path, cfg: DatasetsConfig) -> Dataset:
     folder, quirks = root / cfg.llp_annotations, Counter()
     split_of, weak = {}, {}
     for split, file in FILES.items():
-        for r in read_csv(folder / file, "\t"):
-            name = r["filename"]
+        for r in read_csv(folder / file, "\t", ("filename", "event_labels")):
+            name = field(r, "filename")
             if name in split_of:
-                raise DatasetError(f"{file}: {name} is also in the {split_of[name]} list")
+                raise DatasetError(f"{r.where()}: {name} is also in the {split_of[name]} list "
+                                   f"({FILES[split_of[name]]})")
             split_of[name] = split
             weak[name] = np.zeros(len(LLP_CLASSES), np.uint8)
-            weak[name][[class_index(c, file) for c in r["event_labels"].split(",") if c.strip()]] = 1
+            labels = field(r, "event_labels", empty_ok=True).split(",")
+            weak[name][[class_index(c, r) for c in labels if c.strip()]] = 1
     quirks["fractional_filenames"] = sum(map(is_fractional, split_of))
     evaluated = {n: s for n, s in split_of.items() if s in ("val", "test")}
-    dense = {m: dense_labels(read_csv(folder / f, "\t"), evaluated, weak, m, quirks) for m, f in EVAL.items()}
+    dense = {m: dense_labels(read_csv(folder / f, "\t", ("filename", "onset", "offset", "event_labels")),
+                             evaluated, weak, m, quirks) for m, f in EVAL.items()}
     zeros = np.zeros((len(LLP_CLASSES), T), np.uint8)
     events = {n: SERIALISERS["llp-events"][0]({"gt_audio": dense["audio"][n], "gt_visual": dense["visual"][n]})
               for n in evaluated}

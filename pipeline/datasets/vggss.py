@@ -20,6 +20,7 @@ json_ids_not_in_test_csv, train_ids_also_in_test (dropped from train).
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -27,7 +28,7 @@ import numpy as np
 
 from ..config import DatasetsConfig
 from ..vocab import SERIALISERS, VGGSS_CLASSES
-from .common import Clip, Dataset, DatasetError, need_file
+from .common import Clip, Dataset, DatasetError, Invalid, JsonList, is_number, nonempty, read_text
 
 T = 10
 FRAME = T // 2
@@ -41,12 +42,22 @@ def clean_boxes(boxes: list, quirks: Counter) -> np.ndarray:
     return b.astype(np.float32)
 
 
-def class_index(name: str | None) -> int:
+def class_index(name: str | None, where: str) -> int:
     if name is None:
         return -1
     if name not in VGGSS_CLASSES:
-        raise DatasetError(f"VGG-SS class {name!r} is not one of the 221 in pipeline/vocab.py")
+        raise DatasetError(f"{where}: VGG-SS class {name!r} is not one of the 221 in pipeline/vocab.py")
     return VGGSS_CLASSES.index(name)
+
+
+def box_list(value: list) -> list:
+    """The bbox of an entry as it is, once checked: a list of [xmin, ymin, xmax, ymax] numbers."""
+    for box in value:
+        if not isinstance(box, list) or len(box) != 4:
+            raise Invalid(f"{json.dumps(box)} is not 4 numbers")
+        if not all(map(is_number, box)):
+            raise Invalid(f"{json.dumps(box)} holds a value that is not a number")
+    return value
 
 
 def clip(root: Path, cfg: DatasetsConfig, file: str, split: str, cls: int, boxes: np.ndarray, n_max: int) -> Clip:
@@ -58,30 +69,38 @@ def clip(root: Path, cfg: DatasetsConfig, file: str, split: str, cls: int, boxes
     return Clip(file, str(root / cfg.vggss_videos.format(file=file)), (split,), targets)
 
 
-def read_train_list(path: Path) -> list[tuple[str, str | None]]:
+def read_train_list(path: Path) -> list[tuple[str, str | None, str]]:
+    """(file, class or None, FILE:LINE) per line."""
     rows = []
-    for line in path.read_text(encoding="utf-8-sig").splitlines():
+    for n, line in enumerate(re.split(r"\r\n|\r|\n", read_text(path, "VGG-SS training list")), 1):
         file, _, cls = line.strip().partition(",")
         if file:
-            rows.append((file.strip(), cls.strip() or None))
+            rows.append((file.strip(), cls.strip() or None, f"{path}:{n}"))
     return rows
 
 
 def load(root: Path, cfg: DatasetsConfig) -> Dataset:
     folder, quirks = root / cfg.vggss_annotations, Counter()
-    entries = json.loads(need_file(folder / "vggss.json", "VGG-SS vggss.json").read_text())
-    boxes = [clean_boxes(e["bbox"], quirks) for e in entries]
+    entries = JsonList(folder / "vggss.json", "VGG-SS vggss.json", "file")
+    if not len(entries):
+        raise DatasetError(f"{entries.path}: no entries")
+    files = [entries.value(k, "file", (str,), nonempty, "an id") for k in range(len(entries))]
+    classes = [entries.value(k, "class", (str,), VGGSS_CLASSES.index,
+                             "one of the 221 VGG-SS classes in pipeline/vocab.py") for k in range(len(entries))]
+    boxes = [clean_boxes(entries.value(k, "bbox", (list,), box_list, "a list of [xmin, ymin, xmax, ymax] boxes"),
+                         quirks) for k in range(len(entries))]
     n_max = max(len(b) for b in boxes)
-    files = [e["file"] for e in entries]
     if (folder / "vggss_test.csv").is_file():
-        listed = {x.strip() for x in (folder / "vggss_test.csv").read_text().splitlines() if x.strip()}
+        text = read_text(folder / "vggss_test.csv", "VGG-SS test list")
+        listed = {x.strip() for x in text.splitlines() if x.strip()}
         quirks["test_csv_ids_not_in_json"] = len(listed - set(files))
         quirks["json_ids_not_in_test_csv"] = len(set(files) - listed)
-    clips = [clip(root, cfg, e["file"], "test", class_index(e["class"]), b, n_max) for e, b in zip(entries, boxes)]
+    clips = [clip(root, cfg, f, "test", c, b, n_max) for f, c, b in zip(files, classes, boxes)]
     train = folder / cfg.vggss_train_list
     if train.is_file():
         rows = read_train_list(train)
         tested, empty = set(files), np.zeros((0, 4), np.float32)
-        quirks["train_ids_also_in_test"] = sum(f in tested for f, _ in rows)
-        clips += [clip(root, cfg, f, "train", class_index(c), empty, n_max) for f, c in rows if f not in tested]
+        quirks["train_ids_also_in_test"] = sum(f in tested for f, _, _ in rows)
+        clips += [clip(root, cfg, f, "train", class_index(c, where), empty, n_max)
+                  for f, c, where in rows if f not in tested]
     return Dataset("vggss", T, clips, VGGSS_CLASSES, quirks)
