@@ -236,6 +236,8 @@ def test_ctrl_c_then_resume_equals_uninterrupted(stores, tmp_path, monkeypatch):
     T.train(config(stores, *args), run, quiet=True)
     assert _weights(run)["step"] == 4
     monkeypatch.setattr(T, "TASKS", real)
+    with pytest.raises(ValueError, match=r"last\.pt records other settings.*weight_decay 0\.0 -> 0\.01"):
+        T.train(T.resolve_config(["weight_decay=0.01"], resume_from=run), run, resume=True, quiet=True)
     T.train(T.resolve_config([], resume_from=run), run, resume=True, quiet=True)
 
     a, b = _weights(whole), _weights(run)
@@ -246,6 +248,65 @@ def test_ctrl_c_then_resume_equals_uninterrupted(stores, tmp_path, monkeypatch):
         assert torch.equal(state["exp_avg_sq"], b["optimizer"]["state"][k]["exp_avg_sq"])
     records = [(r["kind"], r["step"], r["task"]) for r in read_log(load_run(run))[0]]
     assert records == [(r["kind"], r["step"], r["task"]) for r in read_log(load_run(whole))[0]]
+
+
+def test_run_stopped_before_its_first_checkpoint_resumes_from_step_0(stores, tmp_path, monkeypatch, capsys):
+    """A run that died before its first checkpoint (a crash at step 3 here; kill -9 leaves the
+    same folder): a plain start into it is refused and points at --resume; --resume with other
+    settings than config.yaml's is refused; --resume starts from step 0, says so (even quiet),
+    redoes metrics.jsonl and ends as an uninterrupted run does, bit for bit."""
+    args = ("tasks=ave,llp", "max_steps=5", "eval_every=5")
+    whole = T.train(config(stores, *args), tmp_path / "whole", quiet=True)
+
+    from trainer.tasks import TASKS
+    calls = {"n": 0}
+    real = dict(TASKS)
+
+    def crashing(head):
+        def loss(out, batch):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise RuntimeError("crash in step 3")
+            return real[head].loss(out, batch)
+        return type("Task", (), {"loss": staticmethod(loss), "Head": real[head].Head, "decode": real[head].decode})
+
+    monkeypatch.setattr(T, "TASKS", {h: crashing(h) for h in real})
+    run = tmp_path / "cut"
+    with pytest.raises(RuntimeError, match="crash in step 3"):
+        T.train(config(stores, *args), run, quiet=True)
+    monkeypatch.setattr(T, "TASKS", real)
+    assert not (run / "checkpoints" / "last.pt").exists()
+    assert [r["step"] for r in read_log(load_run(run))[0]] == [1, 2]
+
+    with pytest.raises(FileExistsError, match="before its first checkpoint: --resume starts it again from step 0"):
+        T.train(config(stores, *args), run, quiet=True)
+    with pytest.raises(ValueError, match=r"config\.yaml records other settings.*lr 0\.001 -> 0\.002"):
+        T.train(T.resolve_config(["lr=0.002"], resume_from=run), run, resume=True, quiet=True)
+    with pytest.raises(ValueError, match=r"config\.yaml records other settings.*tasks ave,llp -> ave"):
+        T.train(T.resolve_config(["tasks=ave"], resume_from=run), run, resume=True, quiet=True)
+    capsys.readouterr()
+    T.train(T.resolve_config([], resume_from=run), run, resume=True, quiet=True)
+    assert "no checkpoint yet: starting from step 0" in " ".join(capsys.readouterr().err.split())
+
+    a, b = _weights(whole), _weights(run)
+    assert b["step"] == 5 and a["sampler"] == b["sampler"]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for k, state in a["optimizer"]["state"].items():
+        assert torch.equal(state["exp_avg_sq"], b["optimizer"]["state"][k]["exp_avg_sq"])
+    assert read_log(load_run(run))[0] == read_log(load_run(whole))[0]   # every loss and metric too
+    assert json.loads((run / "run.json").read_text())["tasks"] == ["ave", "llp"]
+
+
+def test_nothing_to_resume_and_a_last_pt_not_from_avu_train(stores, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        T.train(config(stores, "tasks=ave"), tmp_path / "none", resume=True, quiet=True)
+    run = T.train(config(stores, "tasks=ave", "max_steps=2", "eval_every=2"), tmp_path / "ave", quiet=True)
+    last = run / "checkpoints" / "last.pt"
+    last.write_bytes((run / "checkpoints" / "best.pt").read_bytes())    # the model alone
+    with pytest.raises(ckpt.CheckpointError, match=r"last\.pt: not a last\.pt written by avu train "
+                                                   r"\(it lacks optimizer, scheduler, sampler, rng\)"):
+        T.train(T.resolve_config([], resume_from=run), run, resume=True, quiet=True)
 
 
 def test_run_directory(stores, tmp_path):
