@@ -301,9 +301,10 @@ def worker_ignores_stop_signals(worker_id: int) -> None:
 
     SIGTERM from the main process itself still ends a worker at once: the DataLoader sends it
     to a worker that does not exit when told to (Process.terminate). So SIGTERM is not set to
-    SIG_IGN but blocked, and a thread takes it with sigwaitinfo, which says who sent it; it
-    exits only if that is the parent (torch's own worker handler does the same). Where
-    sigwaitinfo is missing (macOS, Windows) SIGTERM is ignored outright."""
+    SIG_IGN but blocked, and a thread takes it with sigwaitinfo, which says who sent it; the
+    worker exits (status 0, as torch's own handler does) only if that is the parent. Where
+    sigwaitinfo is missing (macOS, Windows) SIGTERM is ignored outright; on macOS terminate()
+    then cannot end a stuck worker (Windows terminates a process without a signal)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if not hasattr(signal, "SIGTERM"):
         return
