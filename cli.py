@@ -229,7 +229,8 @@ def train(
                                         "One task alone is the paper's single-task (w/o jt) run."),
     stores: Optional[str] = typer.Option(None, "--stores", help="Each task's store, with {task} in the path "
                                          "(default from stages.yaml: features/{task}.zarr)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from checkpoints/last.pt."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from checkpoints/last.pt "
+                                "(none yet: start it again from step 0, with its recorded settings)."),
     nproc: int = typer.Option(1, "--nproc", help="Processes on this machine (DistributedDataParallel via "
                               "torchrun; one per GPU). For several machines call torchrun yourself."),
     config: Optional[Path] = typer.Option(None, help="Settings file (default: the shipped stages.yaml)."),
@@ -238,7 +239,8 @@ def train(
     """Train AV-Unified (MS-STPM) on the cached features of one or more tasks, jointly.
 
     The run directory gets config.yaml, run.json, metrics.jsonl and checkpoints/ (last, best,
-    best-<task>). Ctrl-C finishes the step and saves; --resume continues as if never stopped."""
+    best-<task>). Ctrl-C or SIGTERM (to the process or its group) finishes the step and saves;
+    --resume continues as if never stopped."""
     from pipeline.config import ConfigError
     from pipeline.store import StoreError
     from trainer.train import resolve_config, train as run_train
@@ -259,8 +261,12 @@ def train(
         raise typer.Exit(subprocess.call(cmd))
     try:
         run = run_train(cfg, out, resume=resume, quiet=quiet)
-    except (FileNotFoundError, FileExistsError, ValueError, StoreError) as err:
+    except (FileNotFoundError, FileExistsError, ValueError, StoreError) as err:   # CheckpointError too
         _fail(str(err))
+    except KeyboardInterrupt:   # a second Ctrl-C: stopped at once, without saving this step
+        console.print(f"[yellow]interrupted[/]: stopped at once; `avu train --out {out} --resume` continues "
+                      "from the last checkpoint written")
+        raise typer.Exit(130)
     console.print(f"run in {run}; evaluate it with: avu eval {run} --split test")
 
 

@@ -136,14 +136,78 @@ def test_checkpoint_is_atomic_and_weights_only(tmp_path):
     state = ckpt.load(path)                                   # the old checkpoint, whole
     assert state["step"] == 3 and torch.equal(state["w"], torch.ones(2))
     assert list(tmp_path.iterdir()) == [path]                 # no temporary file left
-    torch.save({"f": Path("x")}, tmp_path / "evil.pt")   # needs a pickled class: refused
-    with pytest.raises(Exception, match="[Ww]eights only"):
+    marker = tmp_path / "ran"
+
+    class Evil:                                           # loading it would call os.makedirs(marker)
+        def __reduce__(self):
+            return os.makedirs, (str(marker),)
+
+    torch.save({"model": {"w": torch.ones(1)}, "f": Evil()}, tmp_path / "evil.pt")   # needs a pickled call
+    with pytest.raises(ckpt.CheckpointError) as refused:
         ckpt.load(tmp_path / "evil.pt")
+    message = str(refused.value)
+    assert message.startswith(f"{tmp_path / 'evil.pt'}: not loaded")
+    assert "objects other than tensors and plain values" in message and "makedirs" in message
+    assert "weights_only" not in message and not marker.exists()      # avu's words; nothing ran
     ckpt.set_rng_state(state["rng"])
     first = (torch.rand(3), np.random.rand(), __import__("random").random())
     ckpt.set_rng_state(state["rng"])
     assert torch.equal(torch.rand(3), first[0]) and np.random.rand() == first[1]
     assert __import__("random").random() == first[2]
+
+
+def test_unreadable_checkpoints_name_the_file(tmp_path):
+    good = ckpt.save({"w": torch.ones(5000), "step": 3}, tmp_path / "good.pt")
+    whole = good.read_bytes()
+    cases = {"cut.pt": whole[: len(whole) // 2], "empty.pt": b"", "text.pt": b"model: 1\nstep: 2\n" * 20,
+             "noise.pt": bytes(np.random.default_rng(0).integers(0, 256, 300, dtype=np.uint8))}
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ckpt.CheckpointError, match="cannot be read as a checkpoint") as err:
+            ckpt.load(tmp_path / name)
+        assert str(err.value).startswith(f"{tmp_path / name}: ") and f"({len(content)} bytes)" in str(err.value)
+    with pytest.raises(ckpt.CheckpointError, match="the file is empty"):
+        ckpt.load(tmp_path / "empty.pt")
+    with pytest.raises(FileNotFoundError, match="absent.pt"):
+        ckpt.load(tmp_path / "absent.pt")
+    assert ckpt.load(good)["step"] == 3
+
+
+class _WorkerPid(torch.utils.data.Dataset):
+    def __getitem__(self, spec):
+        return os.getpid()
+
+
+def _state(pid: int) -> str:
+    """A process's state letter (R, S, Z, ...), "gone" once reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_loader_workers_ignore_stop_signals_from_others_but_not_from_their_parent():
+    """Ctrl-C and a scheduler's SIGTERM reach every process of the group: a loader process must
+    not die of them (the main process decides when to stop). Sent by the main process itself
+    (the DataLoader's Process.terminate of a stuck worker), SIGTERM still ends the worker."""
+    loader = make_loader(_WorkerPid(), range(10**6), workers=1, prefetch=2, pin=False, persistent=True)
+    it = iter(loader)
+    pid = int(next(it))
+    assert pid != os.getpid()
+    for sig in (signal.SIGTERM, signal.SIGINT):         # from another process, as killpg's sender is
+        subprocess.run([sys.executable, "-c", f"import os; os.kill({pid}, {int(sig)})"], check=True, timeout=60)
+    import time
+    time.sleep(0.5)
+    assert _state(pid) not in ("Z", "gone")
+    assert all(int(next(it)) == pid for _ in range(20))  # and it still serves batches
+    os.kill(pid, signal.SIGTERM)                         # from its parent: exits at once
+    deadline = time.monotonic() + 10
+    while _state(pid) not in ("Z", "gone") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _state(pid) in ("Z", "gone")
+    it._shutdown_workers()                               # reaps it; no error for a worker told to go
+    assert _state(pid) == "gone"
 
 
 def _weights(run: Path) -> dict:
@@ -172,6 +236,8 @@ def test_ctrl_c_then_resume_equals_uninterrupted(stores, tmp_path, monkeypatch):
     T.train(config(stores, *args), run, quiet=True)
     assert _weights(run)["step"] == 4
     monkeypatch.setattr(T, "TASKS", real)
+    with pytest.raises(ValueError, match=r"last\.pt records other settings.*weight_decay 0\.0 -> 0\.01"):
+        T.train(T.resolve_config(["weight_decay=0.01"], resume_from=run), run, resume=True, quiet=True)
     T.train(T.resolve_config([], resume_from=run), run, resume=True, quiet=True)
 
     a, b = _weights(whole), _weights(run)
@@ -182,6 +248,65 @@ def test_ctrl_c_then_resume_equals_uninterrupted(stores, tmp_path, monkeypatch):
         assert torch.equal(state["exp_avg_sq"], b["optimizer"]["state"][k]["exp_avg_sq"])
     records = [(r["kind"], r["step"], r["task"]) for r in read_log(load_run(run))[0]]
     assert records == [(r["kind"], r["step"], r["task"]) for r in read_log(load_run(whole))[0]]
+
+
+def test_run_stopped_before_its_first_checkpoint_resumes_from_step_0(stores, tmp_path, monkeypatch, capsys):
+    """A run that died before its first checkpoint (a crash at step 3 here; kill -9 leaves the
+    same folder): a plain start into it is refused and points at --resume; --resume with other
+    settings than config.yaml's is refused; --resume starts from step 0, says so (even quiet),
+    redoes metrics.jsonl and ends as an uninterrupted run does, bit for bit."""
+    args = ("tasks=ave,llp", "max_steps=5", "eval_every=5")
+    whole = T.train(config(stores, *args), tmp_path / "whole", quiet=True)
+
+    from trainer.tasks import TASKS
+    calls = {"n": 0}
+    real = dict(TASKS)
+
+    def crashing(head):
+        def loss(out, batch):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise RuntimeError("crash in step 3")
+            return real[head].loss(out, batch)
+        return type("Task", (), {"loss": staticmethod(loss), "Head": real[head].Head, "decode": real[head].decode})
+
+    monkeypatch.setattr(T, "TASKS", {h: crashing(h) for h in real})
+    run = tmp_path / "cut"
+    with pytest.raises(RuntimeError, match="crash in step 3"):
+        T.train(config(stores, *args), run, quiet=True)
+    monkeypatch.setattr(T, "TASKS", real)
+    assert not (run / "checkpoints" / "last.pt").exists()
+    assert [r["step"] for r in read_log(load_run(run))[0]] == [1, 2]
+
+    with pytest.raises(FileExistsError, match="before its first checkpoint: --resume starts it again from step 0"):
+        T.train(config(stores, *args), run, quiet=True)
+    with pytest.raises(ValueError, match=r"config\.yaml records other settings.*lr 0\.001 -> 0\.002"):
+        T.train(T.resolve_config(["lr=0.002"], resume_from=run), run, resume=True, quiet=True)
+    with pytest.raises(ValueError, match=r"config\.yaml records other settings.*tasks ave,llp -> ave"):
+        T.train(T.resolve_config(["tasks=ave"], resume_from=run), run, resume=True, quiet=True)
+    capsys.readouterr()
+    T.train(T.resolve_config([], resume_from=run), run, resume=True, quiet=True)
+    assert "no checkpoint yet: starting from step 0" in " ".join(capsys.readouterr().err.split())
+
+    a, b = _weights(whole), _weights(run)
+    assert b["step"] == 5 and a["sampler"] == b["sampler"]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for k, state in a["optimizer"]["state"].items():
+        assert torch.equal(state["exp_avg_sq"], b["optimizer"]["state"][k]["exp_avg_sq"])
+    assert read_log(load_run(run))[0] == read_log(load_run(whole))[0]   # every loss and metric too
+    assert json.loads((run / "run.json").read_text())["tasks"] == ["ave", "llp"]
+
+
+def test_nothing_to_resume_and_a_last_pt_not_from_avu_train(stores, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        T.train(config(stores, "tasks=ave"), tmp_path / "none", resume=True, quiet=True)
+    run = T.train(config(stores, "tasks=ave", "max_steps=2", "eval_every=2"), tmp_path / "ave", quiet=True)
+    last = run / "checkpoints" / "last.pt"
+    last.write_bytes((run / "checkpoints" / "best.pt").read_bytes())    # the model alone
+    with pytest.raises(ckpt.CheckpointError, match=r"last\.pt: not a last\.pt written by avu train "
+                                                   r"\(it lacks optimizer, scheduler, sampler, rng\)"):
+        T.train(T.resolve_config([], resume_from=run), run, resume=True, quiet=True)
 
 
 def test_run_directory(stores, tmp_path):

@@ -37,6 +37,9 @@ Decisions (the paper is silent):
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -280,11 +283,45 @@ def split_specs(task: str, split: str, n: int, batch_size: int) -> list[dict]:
 def make_loader(dataset: BatchDataset, specs, workers: int, prefetch: int, pin: bool,
                 persistent: bool = False) -> torch.utils.data.DataLoader:
     """A loader over batch specs (an iterable sampler or a list). Its own generator keeps it from
-    drawing on the global torch RNG, which dropout (and so a resumed run) depends on."""
+    drawing on the global torch RNG, which dropout (and so a resumed run) depends on. Its worker
+    processes ignore Ctrl-C and a SIGTERM sent to the process group (worker_ignores_stop_signals):
+    the main process decides when to stop, and shuts them down itself."""
     return torch.utils.data.DataLoader(
         dataset, batch_size=None, sampler=specs, num_workers=workers, pin_memory=pin,
         prefetch_factor=prefetch if workers else None, persistent_workers=persistent and workers > 0,
-        generator=torch.Generator().manual_seed(0))
+        generator=torch.Generator().manual_seed(0), worker_init_fn=worker_ignores_stop_signals if workers else None)
+
+
+def worker_ignores_stop_signals(worker_id: int) -> None:
+    """worker_init_fn of every loader: SIGINT and SIGTERM from anyone but the main process are
+    ignored. A terminal's Ctrl-C and a scheduler's SIGTERM (preemption, time limit) go to every
+    process of the job; a worker killed by them makes the main process fail on its next batch
+    ("DataLoader worker ... is killed by signal") before it can save. The main process stops at
+    the end of its step (trainer/train.py StopFlag), then shuts its workers down as usual.
+
+    SIGTERM from the main process itself still ends a worker at once: the DataLoader sends it
+    to a worker that does not exit when told to (Process.terminate). So SIGTERM is not set to
+    SIG_IGN but blocked, and a thread takes it with sigwaitinfo, which says who sent it; the
+    worker exits (status 0, as torch's own handler does) only if that is the parent. Where
+    sigwaitinfo is missing (macOS, Windows) SIGTERM is ignored outright; on macOS terminate()
+    then cannot end a stuck worker (Windows terminates a process without a signal)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not hasattr(signal, "SIGTERM"):
+        return
+    if not hasattr(signal, "sigwaitinfo"):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        return
+    parent = os.getppid()
+    # blocked before any other thread starts (at this point the worker has one), so no thread
+    # takes SIGTERM but the waiter; threads started later inherit the mask
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+    def wait() -> None:
+        while True:
+            if signal.sigwaitinfo({signal.SIGTERM}).si_pid == parent:
+                os._exit(0)
+
+    threading.Thread(target=wait, name="avu-sigterm", daemon=True).start()
 
 
 FEATURES = ("audio", "visual", "patches")

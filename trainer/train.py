@@ -5,7 +5,8 @@
     torchrun --nproc-per-node 2 -m trainer.train --out runs/joint tasks=all   # DistributedDataParallel
 
 The run directory (trainer/rundir.py): config.yaml, run.json, metrics.jsonl, checkpoints/
-{last,best,best-<task>}.pt. `--resume` continues from checkpoints/last.pt as if never stopped.
+{last,best,best-<task>}.pt. `--resume` continues from checkpoints/last.pt as if never stopped
+(or, where the run stopped before writing one, starts it again from step 0).
 
 Decisions (the paper and the issue are silent):
 - Paper IV-B defaults: Adam 1e-4, lr x0.1 every 10 epochs, batch 64, 200 epochs; an epoch is
@@ -21,11 +22,19 @@ Decisions (the paper and the issue are silent):
   written at each validation: last.pt (everything needed to resume), best.pt (best mean of the
   tasks' selection metrics, evaluate.SELECT), best-<task>.pt (that task's best); the best ones
   hold the model only. Ctrl-C (SIGINT) or SIGTERM finishes the step, writes last.pt and
-  returns; a second Ctrl-C stops at once.
+  returns; a second Ctrl-C stops at once. Both may come to the whole process group (a
+  terminal, a cluster scheduler on preemption or at a time limit): the loader processes
+  ignore them (trainer/data.py worker_ignores_stop_signals), so the step's batch and the next
+  one still arrive.
 - Resume: model, optimiser, scheduler, sampler state (that of the last batch trained on) and
   every RNG state come back, so on CPU the weights equal an uninterrupted run's exactly; lines
   of metrics.jsonl past the checkpoint's step are dropped. The loader has its own generator,
-  so restarting it draws nothing from the RNG that dropout uses.
+  so restarting it draws nothing from the RNG that dropout uses. The settings that decide the
+  numbers (SAME_ON_RESUME, the tasks, the model's shape) must be those recorded.
+- Resume of a run stopped before its first checkpoint (config.yaml, no last.pt): it starts
+  again from step 0 in its folder with the settings config.yaml records (checked as above),
+  and metrics.jsonl starts empty; the result is that of a fresh run. A plain start into such
+  a folder is refused and points at --resume.
 - Distributed: every process draws the same task and takes its share of the same global batch
   (batch_size is global); DDP with find_unused_parameters (each step uses one head, LLP skips
   SPM). Only rank 0 validates and writes.
@@ -64,6 +73,12 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, name: str | None = 
     rank, world, device = setup_distributed(cfg.device)
     master = rank == 0
     tasks = resolve_tasks(cfg.tasks)
+    last = out / "checkpoints" / "last.pt"
+    from_checkpoint = resume and last.is_file()
+    recorded = None
+    if resume and not from_checkpoint:   # stopped before its first checkpoint: start again, same settings
+        recorded = recorded_run(out)
+        check_same_run(recorded, recorded["tasks"], cfg, tasks, str(out / "config.yaml"))
     stores = open_tasks(tasks, cfg.stores)
     tensors = {t: task_tensors(s, device) for t, s in stores.items()}
     set_attention_impl(cfg.attention)
@@ -82,12 +97,13 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, name: str | None = 
     max_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     eval_every = cfg.eval_every or steps_per_epoch
     best: dict[str, dict] = {}
-    norm = feature_stats(stores) if cfg.standardise and not resume else None
-    if resume:
-        if not (out / "checkpoints" / "last.pt").is_file():
-            raise FileNotFoundError(f"{out}: nothing to resume (no checkpoints/last.pt)")
-        state = ckpt.load(out / "checkpoints" / "last.pt", map_location=device)
-        check_same_run(state, cfg, mcfg, tasks)
+    norm = feature_stats(stores) if cfg.standardise and not from_checkpoint else None
+    if from_checkpoint:
+        state = ckpt.load(last, map_location=device)
+        missing = [k for k in CHECKPOINT_KEYS if k not in state]
+        if missing:
+            raise ckpt.CheckpointError(f"{last}: not a last.pt written by avu train (it lacks {', '.join(missing)})")
+        check_same_run(state["config"], state["tasks"], cfg, tasks, str(last), state["model_config"], mcfg)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -95,6 +111,9 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, name: str | None = 
         ckpt.set_rng_state(state["rng"])
         if master:
             trim_log(out / "metrics.jsonl", state["step"])
+    elif recorded is not None:
+        if master:
+            restart_run(out, stores, recorded)
     elif master:
         start_run(out, cfg, tasks, stores, name or out.name)
     step = sampler.state["step"]
@@ -102,7 +121,9 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, name: str | None = 
     data = BatchDataset(stores, {h: model.heads[h].uses_patches for h in TASKS})
     loader = make_loader(data, sampler, cfg.workers, cfg.prefetch, pin=device.type == "cuda", persistent=True)
     log = (out / "metrics.jsonl").open("a") if master else None
-    show = Display(tasks, max_steps, quiet or not master)
+    show = Display(tasks, max_steps, quiet or not master, master)
+    if recorded is not None:
+        show.note(f"{out}: no checkpoint yet: starting from step 0", always=True)
     idle = [t for t in tasks if t not in sampler.tasks]
     if idle:
         show.note(f"not trained (no training split, or weight 0), evaluated only: {', '.join(idle)}")
@@ -157,8 +178,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, name: str | None = 
                              norm)
     if log:
         log.close()
-    if stop.set and master:
-        show.note(f"stopped at step {step}: resume with --resume")
+    if stop.set:
+        show.note(f"stopped at step {step}: resume with --resume", always=True)
     if world > 1:
         dist.destroy_process_group()
     return out
@@ -208,24 +229,71 @@ def resolve_config(overrides: list[str] | None = None, config: Path | None = Non
 def start_run(out: Path, cfg: TrainConfig, tasks: list[str], stores: dict, name: str) -> None:
     """config.yaml, run.json and an empty metrics.jsonl; refuses a folder that holds a run."""
     if any((out / f).exists() for f in RUN_FILES):
+        if (out / "config.yaml").is_file() and not (out / "checkpoints" / "last.pt").is_file():
+            raise FileExistsError(f"{out} holds a run that stopped before its first checkpoint: --resume starts "
+                                  f"it again from step 0 with its recorded settings, or choose another --out")
         raise FileExistsError(f"{out} already holds a run: --resume it or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     resolved = {"name": name, **dataclasses.asdict(cfg), "tasks": tasks}
     (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    write_run_json(out, name, tasks, stores)
+    (out / "metrics.jsonl").write_text("")
+
+
+def write_run_json(out: Path, name: str, tasks: list[str], stores: dict) -> None:
     (out / "run.json").write_text(json.dumps({
         "name": name, "tasks": tasks, "random_weights": any(s.random_weights for s in stores.values()),
         "joint": len(tasks) > 1, "ave_supervision": "full",
         "stores": {t: str(s.path.resolve()) for t, s in stores.items()}}, indent=1))
+
+
+def recorded_run(out: Path) -> dict:
+    """The settings config.yaml records, for a run resumed without a checkpoint."""
+    path = out / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{out}: nothing to resume (no checkpoints/last.pt and no config.yaml): "
+                                f"start the run without --resume")
+    try:
+        recorded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not readable YAML ({err})") from None
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("tasks"), list):
+        raise ValueError(f"{path}: not a run's config.yaml (no list of tasks)")
+    return recorded
+
+
+def restart_run(out: Path, stores: dict, recorded: dict) -> None:
+    """A run that stopped before its first checkpoint starts again from step 0 in its folder:
+    config.yaml stays, run.json is written again (start_run may have been cut short before
+    it), metrics.jsonl is emptied (its records are redone)."""
+    write_run_json(out, recorded.get("name") or out.name, recorded["tasks"], stores)
     (out / "metrics.jsonl").write_text("")
 
 
-def check_same_run(state: dict, cfg: TrainConfig, mcfg: ModelConfig, tasks: list[str]) -> None:
-    saved = state["config"]
-    fixed = ("seed", "batch_size", "lr", "lr_decay", "lr_decay_epochs", "task_weights")
-    differs = [k for k in fixed if saved.get(k) != getattr(cfg, k)]
-    if state["tasks"] != tasks or state["model_config"] != dataclasses.asdict(mcfg) or differs:
-        raise ValueError(f"cannot resume: the checkpoint was trained with other settings "
-                         f"({', '.join(differs) or 'tasks or model'})")
+# settings a resumed run must keep: they decide its numbers (the rest, e.g. max_steps, workers,
+# eval_every, device, stores, may change); tasks and the model's shape are checked beside them
+SAME_ON_RESUME = ("seed", "batch_size", "lr", "lr_decay", "lr_decay_epochs", "task_weights", "weight_decay",
+                  "grad_clip", "questions_per_video", "standardise", "d_model", "n_heads", "d_ff", "dropout",
+                  "dec_layers", "mask_channels")
+CHECKPOINT_KEYS = ("step", "config", "model_config", "tasks", "feature_norm", "model", "best", "optimizer",
+                   "scheduler", "sampler", "rng")
+
+
+def check_same_run(recorded: dict, recorded_tasks: list[str], cfg: TrainConfig, tasks: list[str], where: str,
+                   recorded_model: dict | None = None, mcfg: ModelConfig | None = None) -> None:
+    """Refuse to resume with settings other than those recorded in `where` (a checkpoint's
+    config or config.yaml); a setting the record lacks (older than it) is not compared."""
+    differs = [f"{k} {recorded[k]!r} -> {getattr(cfg, k)!r}" for k in SAME_ON_RESUME
+               if k in recorded and recorded[k] != getattr(cfg, k)]
+    if list(recorded_tasks) != tasks:
+        differs.append(f"tasks {','.join(recorded_tasks)} -> {','.join(tasks)}")
+    if recorded_model is not None and mcfg is not None:
+        now = dataclasses.asdict(mcfg)
+        differs += [f"{k} {v!r} -> {now.get(k)!r} (model)" for k, v in recorded_model.items()
+                    if now.get(k) != v and k not in SAME_ON_RESUME]
+    if differs:
+        raise ValueError(f"cannot resume: {where} records other settings than this command gives "
+                         f"({'; '.join(differs)}); resume with the recorded ones, or train into another --out")
 
 
 def trim_log(path: Path, step: int) -> None:
@@ -327,8 +395,8 @@ class StopFlag:
 class Display:
     """A rich live table: step, epoch, lr, samples/s, loss per task, the last validation."""
 
-    def __init__(self, tasks: list[str], max_steps: int, quiet: bool):
-        self.tasks, self.max_steps, self.quiet = tasks, max_steps, quiet
+    def __init__(self, tasks: list[str], max_steps: int, quiet: bool, master: bool = True):
+        self.tasks, self.max_steps, self.quiet, self.master = tasks, max_steps, quiet, master
         self.losses: dict[str, float] = {}
         self.scores: dict[str, dict] = {}
         self.head = "starting"
@@ -360,8 +428,9 @@ class Display:
         self.scores.update(scores)
         self.refresh()
 
-    def note(self, text: str) -> None:
-        if not self.quiet:
+    def note(self, text: str, always: bool = False) -> None:
+        """A line on stderr; `always`: even with --quiet (on rank 0 only)."""
+        if self.master and (always or not self.quiet):
             from rich.console import Console
 
             Console(stderr=True).print(text)
