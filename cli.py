@@ -170,6 +170,8 @@ def _print_summary(summary, out: Path) -> None:
     if summary.failed_before:
         table.add_row("failed before (not retried)", f"[red]{len(summary.failed_before)}[/]")
     table.add_row("ffmpeg fallbacks", str(summary.ffmpeg_fallbacks))
+    table.add_row("audio shorter than picture", _count(summary.short_audio, "padded with silence"))
+    table.add_row("picture shorter than audio", _count(summary.short_picture, "last frame repeated"))
     rate = summary.done / summary.seconds if summary.seconds else 0.0
     table.add_row("time", f"{summary.seconds:.1f} s ({rate:.2f} clips/s)")
     table.add_row("encoders", "[bold yellow]RANDOM WEIGHTS[/]" if summary.random_weights else "pretrained")
@@ -178,6 +180,12 @@ def _print_summary(summary, out: Path) -> None:
         console.print(f"  [red]✗[/] {clip_id}: {reason}")
     if summary.failed_before and not summary.failed:
         console.print("  (pass --retry-failed to try the failed clips again)")
+    for clip_id, note in list({**summary.short_audio, **summary.short_picture}.items())[:10]:
+        console.print(f"  [yellow]~[/] {clip_id}: {note}")
+
+
+def _count(clips: dict, what: str) -> str:
+    return f"[yellow]{len(clips)}[/] ({what})" if clips else "0"
 
 
 @app.command()
@@ -204,8 +212,27 @@ def info(store: Path = typer.Argument(..., help="A feature store made by `avu ex
                   f"{attrs.get('sample_rate')} Hz, patch grid {attrs.get('patch_grid')}, "
                   f"encoders in {attrs.get('features', {}).get('precision', 'fp32')}")
     console.print(f"encoders: {enc}; avu {attrs.get('avu_version')}")
+    _print_uneven(fs, status == DONE)
     for clip_id, reason in list(fs.failures.items())[:20]:
         console.print(f"  [red]✗[/] {clip_id}: {reason}")
+
+
+def _print_uneven(fs, done) -> None:
+    """Done clips whose audio and picture differ in real seconds (audio_length, visual_length)."""
+    import numpy as np
+
+    if not {"audio_length", "visual_length"} <= set(fs.arrays):
+        console.print("real seconds per modality: not recorded (a store made before avu recorded them)")
+        return
+    audio, visual = fs.read("audio_length", slice(None)), fs.read("visual_length", slice(None))
+    known = done & (audio >= 0) & (visual >= 0)
+    for label, which in (("audio shorter than picture", known & (audio < visual)),
+                         ("picture shorter than audio", known & (visual < audio))):
+        idx = np.flatnonzero(which)
+        example = ", ".join(f"{fs.clip_ids[i]} (audio {audio[i]} s, picture {visual[i]} s)" for i in idx[:3])
+        console.print(f"{label}: {len(idx)} clips" + (f", e.g. {example}" if len(idx) else ""))
+    if (done & ~known).any():
+        console.print(f"real seconds per modality not recorded for {(done & ~known).sum()} clips done before")
 
 
 @app.command()

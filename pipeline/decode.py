@@ -5,14 +5,27 @@ installed. Both pick the same frame indices, int((t + 0.5) * fps), so frame t an
 t always describe segment [t, t + 1). Audio: FFmpeg's resampler, through PyAV in this process
 (the ffmpeg command where PyAV fails), channels averaged here: decord's `mono=True` is not the
 channel mean (measured on the LLP sample: ~1.39x it) and its `mono=False` at 16 kHz gives
-NaNs. A clip shorter than T seconds is padded (last frame repeated, silence appended) and its
-true length in whole seconds is returned.
+NaNs.
+
+Seconds. A modality holds second t when it has content at the middle of that second, t + 0.5 s:
+the picture when frame int((t + 0.5) * fps) exists, the audio when sample int((t + 0.5) * sr)
+does. A partial second is therefore real when more than half of it is there (3.4 s of audio is
+3 seconds, 3.6 s is 4; the ~20 ms an AAC encoder adds to 3 s of sound make no fourth second).
+A modality shorter than one second that has any content has one second: a 0.4 s video gives
+its last frame as frame 0. Real content is always a prefix, so each modality's real seconds
+are one number: `visual_length` and `audio_length`.
+The clip's `length` is decided by the picture: its seconds are kept whatever the audio holds,
+and audio missing from them is silence (3 s of audio in a 10 s video: length 10, audio_length
+3). Audio that goes on past the last frame is kept, up to T seconds, and counted in
+`audio_length`, but it does not lengthen the clip: those seconds have no frame of their own
+(this is what `length` always was there). `length` was min(picture seconds, audio seconds
+rounded up); it differs only where the audio ends before the picture's last second begins.
+Everything is padded to T seconds: the last real frame repeated, silence appended.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,13 +50,32 @@ class DecodeError(RuntimeError):
 class Decoded:
     frames: np.ndarray   # (T, H, W, 3) uint8, padded by repeating the last real frame
     audio: np.ndarray    # (T * sample_rate,) float32 mono, zero-padded
-    length: int          # seconds holding both a real frame and real audio
-    backend: str         # what decoded the frames: "decord" or "ffmpeg"
+    length: int          # the clip's seconds: the picture's (module docstring)
+    backend: str         # what decoded the frames: "decord", "ffmpeg" or "images"
+    audio_length: int    # seconds 0..audio_length-1 hold real audio, the rest silence
+    visual_length: int   # seconds 0..visual_length-1 hold their own frame, the rest repeat it
 
 
 def frame_indices(T: int, fps: float) -> list[int]:
     """Index of the frame nearest the middle of each second t = 0..T-1."""
     return [int((t + 0.5) * fps) for t in range(T)]
+
+
+def audio_seconds(n_samples: int, sr: int, T: int) -> int:
+    """Seconds t < T whose middle sample int((t + 0.5) * sr) exists; 1 for any shorter sound."""
+    n = sum(1 for t in range(T) if int((t + 0.5) * sr) < n_samples)
+    return max(n, 1) if n_samples > 0 and T > 0 else n
+
+
+def shortfall(audio_length: int, visual_length: int) -> str:
+    """How a clip's audio and picture differ in real seconds, in words; "" where they agree."""
+    if audio_length < visual_length:
+        return (f"audio {audio_length} s, picture {visual_length} s: "
+                f"seconds {audio_length}-{visual_length - 1} padded with silence")
+    if visual_length < audio_length:
+        return (f"picture {visual_length} s, audio {audio_length} s: "
+                f"seconds {visual_length}-{audio_length - 1} repeat the last frame")
+    return ""
 
 
 def _ffmpeg_error(path: Path, err: Exception) -> DecodeError:
@@ -141,6 +173,8 @@ def frames_decord(path: Path, T: int) -> np.ndarray:
     if not fps or fps <= 0:
         raise DecodeError(f"{path}: container reports no frame rate")
     wanted = [i for i in frame_indices(T, fps) if i < n_frames]
+    if not wanted and n_frames > 0 and T > 0:
+        wanted = [n_frames - 1]                  # shorter than one second: its last frame
     frames = vr.get_batch(wanted).asnumpy() if wanted else np.zeros((0, 1, 1, 3), np.uint8)
     if len(frames) != len(wanted):
         raise DecodeError(f"{path}: asked decord for {len(wanted)} frames, got {len(frames)}")
@@ -154,15 +188,10 @@ def frames_ffmpeg(path: Path, T: int, info: dict) -> np.ndarray:
         raise DecodeError(f"{path}: container reports no frame rate")
     # select exactly decord's indices (fps=1 or -r 1 pick other frames); ffmpeg-python escapes ','
     pick = "+".join(f"eq(n,{i})" for i in frame_indices(T, fps))
-    try:
-        raw, _ = (ffmpeg.input(str(path), noautorotate=None)      # decord does not rotate either
-                  .video.filter("select", pick)
-                  .output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
-                  .run(capture_stdout=True, capture_stderr=True))
-    except ffmpeg.Error as err:
-        raise _ffmpeg_error(path, err) from None
-    frames = np.frombuffer(raw, np.uint8)
-    frames = frames[: frames.size // (h * w * 3) * (h * w * 3)].reshape(-1, h, w, 3)
+    frames = _ffmpeg_frames(path, w, h, select=pick)
+    if len(frames) == 0 and T > 0:
+        # fewer frames than the first index: shorter than one second; its last frame, as decord
+        frames = _ffmpeg_frames(path, w, h, vframes=frame_indices(1, fps)[0] + 1)[-1:]
     # a truncated file makes ffmpeg exit 0 with fewer frames: compare with what it claims
     duration = float(info.get("format", {}).get("duration") or 0.0)
     claimed = sum(1 for i in frame_indices(T, fps) if i < duration * fps - 1)
@@ -170,6 +199,20 @@ def frames_ffmpeg(path: Path, T: int, info: dict) -> np.ndarray:
         raise DecodeError(f"{path}: truncated or corrupt: container claims {duration:.2f} s, "
                           f"decoded only {len(frames)} of {claimed} frames")
     return frames
+
+
+def _ffmpeg_frames(path: Path, w: int, h: int, select: str | None = None, **output) -> np.ndarray:
+    """RGB frames of the video stream (those `select` picks), in decoding order."""
+    stream = ffmpeg.input(str(path), noautorotate=None).video      # decord does not rotate either
+    if select is not None:
+        stream = stream.filter("select", select)
+    try:
+        raw, _ = (stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough", **output)
+                  .run(capture_stdout=True, capture_stderr=True))
+    except ffmpeg.Error as err:
+        raise _ffmpeg_error(path, err) from None
+    frames = np.frombuffer(raw, np.uint8)
+    return frames[: frames.size // (h * w * 3) * (h * w * 3)].reshape(-1, h, w, 3)
 
 
 def decode_images(frames: list, audio: Path, T: int, sr: int = 16000) -> Decoded:
@@ -195,13 +238,15 @@ def _pad(frames: np.ndarray, audio: np.ndarray, T: int, sr: int, path: Path, use
         raise DecodeError(f"{path}: no video frames decoded ({used})")
     if audio.size == 0:
         raise DecodeError(f"{path}: no audio samples decoded")
-    n_video, n_audio = len(frames), min(T, math.ceil(audio.size / sr))
+    n_video, n_audio = min(T, len(frames)), audio_seconds(audio.size, sr, T)
+    frames = frames[:T]
     if n_video < T:
         frames = np.concatenate([frames, np.repeat(frames[-1:], T - n_video, axis=0)])
     audio = audio[: T * sr].astype(np.float32, copy=False)
     if audio.size < T * sr:
         audio = np.pad(audio, (0, T * sr - audio.size))
-    return Decoded(np.ascontiguousarray(frames), audio, min(n_video, n_audio), used)
+    # the picture decides the clip's seconds; audio missing from them is the silence just appended
+    return Decoded(np.ascontiguousarray(frames), audio, n_video, used, n_audio, n_video)
 
 
 def decode_source(source, T: int, sr: int = 16000, backend: str = "auto") -> Decoded:

@@ -22,7 +22,7 @@ import torch
 
 from . import __version__
 from .config import ExtractConfig, as_dict, resolve_path
-from .decode import DecodeError, decode_source
+from .decode import DecodeError, decode_source, shortfall
 from .encoders import (
     CLIP_URLS, VGGISH_URL, ClipEncoder, VGGishEncoder, WeightsError, clip_preprocess,
     file_sha256, missing_weights_message, precision_dtype,
@@ -58,6 +58,8 @@ class ClipResult:
     length: int = 0
     backend: str = ""
     error: str = ""
+    audio_length: int = 0
+    visual_length: int = 0
 
 
 @dataclass
@@ -68,6 +70,8 @@ class Summary:
     failed: dict[str, str] = field(default_factory=dict)
     failed_before: dict[str, str] = field(default_factory=dict)
     ffmpeg_fallbacks: int = 0
+    short_audio: dict[str, str] = field(default_factory=dict)     # audio padded with silence to the picture
+    short_picture: dict[str, str] = field(default_factory=dict)   # picture ends before the audio
     seconds: float = 0.0
     startup_seconds: float = 0.0     # starting workers and building their encoders
     shutdown_seconds: float = 0.0    # closing the local Dask cluster
@@ -217,7 +221,8 @@ def process_clips(store_path: str, items: list[tuple[int, str]], cfg: ExtractCon
             features = _encode(clip, vggish, [d for _, d in ready], cfg.T, cfg.sample_rate)
             for (i, d), values in zip(ready, features):
                 store.write_clip(i, values)
-                results.append(ClipResult(i, True, d.length, d.backend))
+                results.append(ClipResult(i, True, d.length, d.backend, audio_length=d.audio_length,
+                                          visual_length=d.visual_length))
         except Exception as err:  # an encoder or write failure fails these clips, not the run
             results.extend(ClipResult(i, False, error=f"encode/write failed: {err}") for i, _ in ready)
         ready.clear()
@@ -321,11 +326,17 @@ def run_extract(
 
     def record(results: list[ClipResult]) -> None:
         good = [r for r in results if r.ok]
-        store.mark_done([r.index for r in good], [r.length for r in good])
+        store.mark_done([r.index for r in good], [r.length for r in good],
+                        [r.audio_length for r in good], [r.visual_length for r in good])
         store.mark_failed({r.index: r.error for r in results if not r.ok})
         summary.done += len(good)
         summary.ffmpeg_fallbacks += sum(r.backend == "ffmpeg" for r in good)
         summary.failed.update({store.clip_ids[r.index]: r.error for r in results if not r.ok})
+        for r in good:
+            note = shortfall(r.audio_length, r.visual_length)
+            if note:
+                uneven = summary.short_audio if r.audio_length < r.visual_length else summary.short_picture
+                uneven[store.clip_ids[r.index]] = note
         if on_results:
             on_results(results)
 

@@ -5,6 +5,8 @@ Layout (N clips, T segments, P patches, D CLIP width):
     visual      (N, T, D)     float16   CLIP [CLS] of the frame of second t (projected)
     patches     (N, T, P, D)  float16   CLIP patch tokens (projected, pooled to the grid)
     length      (N,)          int16     seconds of real content (the rest is padding)
+    audio_length  (N,)        int16     seconds of real audio from second 0 (-1: not recorded)
+    visual_length (N,)        int16     seconds of real picture from second 0 (decode.py)
     status      (N,)          int8      0 pending, 1 done, 2 failed
 Per-clip arrays are chunked one clip per chunk, so parallel workers never share a chunk.
 Workers write the feature chunks of their clips; only the driver writes `length`, `status`
@@ -24,7 +26,8 @@ import zarr
 from zarr.codecs import ZstdCodec
 
 PENDING, DONE, FAILED = 0, 1, 2
-SMALL = ("length", "status")   # written by the driver only
+SMALL = ("length", "audio_length", "visual_length", "status")   # written by the driver only
+MODALITY_LENGTHS = ("audio_length", "visual_length")
 
 
 class StoreError(RuntimeError):
@@ -48,6 +51,8 @@ def create(
         group.create_array(name, shape=(n, *tail), chunks=(1, *tail), dtype=dtype,
                            compressors=codec, fill_value=0)
     group.create_array("length", shape=(n,), chunks=(n,), dtype="int16", fill_value=0)
+    for name in MODALITY_LENGTHS:
+        group.create_array(name, shape=(n,), chunks=(n,), dtype="int16", fill_value=-1)
     group.create_array("status", shape=(n,), chunks=(n,), dtype="int8", fill_value=PENDING)
     group.attrs.update({"clip_ids": list(clip_ids), "failures": {}, **attrs})
     return FeatureStore(path, mode="r+")
@@ -140,9 +145,18 @@ class FeatureStore:
                 raise StoreError(f"{name} is written by the driver only")
             self.group[name][i] = value
 
-    def mark_done(self, indices: list[int], lengths: list[int]) -> None:
+    def mark_done(self, indices: list[int], lengths: list[int], audio_lengths: list[int] | None = None,
+                  visual_lengths: list[int] | None = None) -> None:
         if not indices:
             return
+        for name, values in zip(MODALITY_LENGTHS, (audio_lengths, visual_lengths)):
+            if values is not None:
+                if name not in self.group:       # a store made before they were recorded: -1 = not known
+                    self.group.create_array(name, shape=(len(self),), chunks=(len(self),), dtype="int16",
+                                            fill_value=-1)
+                column = self.group[name][:]
+                column[indices] = values
+                self.group[name][:] = column
         length, status = self.group["length"][:], self.group["status"][:]
         length[indices], status[indices] = lengths, DONE
         self.group["length"][:] = length        # lengths before status: done implies length

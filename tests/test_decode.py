@@ -113,3 +113,103 @@ def test_audio_falls_back_to_the_ffmpeg_command(timecode_dir, tmp_path, monkeypa
     assert np.array_equal(D.read_audio(clip, SR), expected)
     with pytest.raises(DecodeError, match="no audio track"):
         D.read_audio(bad_dir / "silent.mp4", SR)
+
+
+# ----------------------------------------------------------------------------- uneven and short clips
+
+
+def _cut_audio(src, dst, seconds: float):
+    """`src` with its audio re-encoded (AAC) from only the first `seconds`; the picture copied."""
+    import ffmpeg
+
+    picture, sound = ffmpeg.input(str(src)).video, ffmpeg.input(str(src), t=seconds).audio
+    ffmpeg.output(picture, sound, str(dst), vcodec="copy", acodec="aac").overwrite_output().run(quiet=True)
+    return dst
+
+
+def _frame_coded_clip(path, n_frames: int, fps: float):
+    """An mp4 whose frame k is a flat grey 20 + 20k, with a 440 Hz tone as long as the picture."""
+    import ffmpeg
+
+    levels = (20 + 20 * np.arange(n_frames)).astype(np.uint8)
+    frames = np.broadcast_to(levels[:, None, None, None], (n_frames, 64, 96, 3))
+    picture = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s="96x64", framerate=fps)
+    sound = ffmpeg.input(f"sine=frequency=440:duration={n_frames / fps}", f="lavfi")
+    (ffmpeg.output(picture, sound, str(path), vcodec="libx264", pix_fmt="yuv420p", crf=10, g=1, acodec="aac")
+     .overwrite_output().run(input=np.ascontiguousarray(frames).tobytes(), quiet=True))
+    return path
+
+
+@pytest.fixture(scope="module")
+def audio_cut_at_3(timecode_dir, tmp_path_factory):
+    return _cut_audio(timecode_dir / "fps25.mp4", tmp_path_factory.mktemp("uneven") / "audio3.mp4", 3.0)
+
+
+@pytest.mark.parametrize("backend", ["decord", "ffmpeg"])
+def test_audio_shorter_than_the_picture_keeps_every_second_of_picture(audio_cut_at_3, backend):
+    d = decode(audio_cut_at_3, T=10, sr=SR, backend=backend)
+    assert (d.length, d.visual_length, d.audio_length) == (10, 10, 3)     # not 4: AAC's ~19 ms tail is no second
+    for t in range(10):                                                  # ten real frames, none repeated
+        assert abs(d.frames[t].mean() - grey_level(t)) < 4, f"frame {t}"
+    for t in range(3):
+        assert abs(dominant_hz(d.audio[t * SR:(t + 1) * SR], SR) - tone_hz(t)) <= 5, f"audio second {t}"
+    rms = [float(np.sqrt(np.mean(d.audio[t * SR:(t + 1) * SR] ** 2))) for t in range(10)]
+    assert min(rms[:3]) > 0.3 and rms[3] < 0.01 * rms[2]                  # 0.5 sin: RMS 0.35
+    assert not d.audio[int(3.1 * SR):].any()                             # silence from there on, exactly
+
+
+def test_both_decoders_agree_on_uneven_and_short_clips(audio_cut_at_3, tmp_path):
+    short = _frame_coded_clip(tmp_path / "short.mp4", 10, 25.0)
+    for clip in (audio_cut_at_3, short):
+        a, b = decode(clip, 10, SR, "decord"), decode(clip, 10, SR, "ffmpeg")
+        assert np.array_equal(a.frames, b.frames) and np.array_equal(a.audio, b.audio), clip.name
+        assert (a.length, a.audio_length, a.visual_length) == (b.length, b.audio_length, b.visual_length)
+
+
+@pytest.mark.parametrize("backend", ["decord", "ffmpeg"])
+@pytest.mark.parametrize("n_frames,fps", [(10, 25.0), (12, 30000 / 1001), (1, 25.0)])
+def test_a_video_shorter_than_a_second_gives_one_second_from_its_last_frame(tmp_path, backend, n_frames, fps):
+    clip = _frame_coded_clip(tmp_path / f"short{n_frames}.mp4", n_frames, fps)    # 0.4 s, 0.4 s, 0.04 s
+    d = decode(clip, T=5, sr=SR, backend=backend)
+    assert (d.length, d.visual_length, d.audio_length) == (1, 1, 1)
+    assert d.frames.shape == (5, 64, 96, 3) and d.audio.shape == (5 * SR,)
+    last = 20 + 20 * (n_frames - 1)                                     # the last frame, not the first
+    assert all(abs(f.mean() - last) < 3 for f in d.frames)              # padded by repeating it
+    assert np.abs(d.audio[:int(0.03 * SR)]).max() > 0.1 and not d.audio[SR:].any()
+
+
+def test_a_partial_second_is_real_when_it_covers_the_middle_of_the_second():
+    from pipeline.decode import audio_seconds, shortfall
+
+    def slow(n_samples, sr, T):                       # whole seconds, then the half-second rule
+        whole, rest = divmod(n_samples, sr)
+        n = min(T, whole + (rest > sr // 2))
+        return max(n, 1) if n_samples and T else n
+
+    for n in [0, 1, 7999, 8000, 8001, 16000, 23999, 24000, 24001, 3 * SR + 300, int(3.4 * SR), int(3.6 * SR),
+              10 * SR - 1, 10 * SR, 12 * SR]:
+        assert audio_seconds(n, SR, 10) == slow(n, SR, 10), n
+    assert [audio_seconds(int(s * SR), SR, 10) for s in (0.4, 3.0186, 3.4, 3.6, 9.98, 11)] == [1, 3, 3, 4, 10, 10]
+    assert shortfall(10, 10) == "" and "silence" in shortfall(3, 10) and "last frame" in shortfall(10, 7)
+
+
+def _reference(clip, T):
+    """What decoding meant before uneven clips were handled: frames int((t + 0.5) * fps), the audio
+    cut or zero-padded to T seconds, length min(frames, ceil(audio seconds))."""
+    import decord
+
+    from pipeline.decode import read_audio
+
+    vr = decord.VideoReader(str(clip), num_threads=1)           # both backends give decord's frames
+    frames = vr.get_batch(frame_indices(T, vr.get_avg_fps())).asnumpy()
+    audio = read_audio(clip, SR)[: T * SR]
+    return frames, np.pad(audio, (0, T * SR - audio.size)), min(len(frames), -(-audio.size // SR))
+
+
+@pytest.mark.parametrize("backend", ["decord", "ffmpeg"])
+def test_normal_clips_decode_as_before(backend):
+    for clip in [need(SAMPLES / "llp" / "BjCEufrlXm4.mp4"), need(SAMPLES / "ave" / "-67UNKFmRLk.mp4")]:
+        frames, audio, length = _reference(clip, 10)
+        d = decode(clip, 10, SR, backend)
+        assert np.array_equal(d.frames, frames) and np.array_equal(d.audio, audio), clip.name
+        assert d.length == length == d.visual_length == d.audio_length == 10, clip.name

@@ -229,3 +229,38 @@ def test_warm_binds_every_thread_of_a_local_worker_to_its_cores():
     share, main, early, late = out
     assert share != str(sorted(os.sched_getaffinity(0)))         # a strict share of the CPUs
     assert main == early == late == share
+
+
+def test_uneven_clips_are_recorded_per_modality_and_reported(timecode_dir, tmp_path):
+    from .test_decode import _cut_audio
+
+    videos = tmp_path / "v"
+    videos.mkdir()
+    _cut_audio(timecode_dir / "fps25.mp4", videos / "audio3.mp4", 3.0)
+    for name in ("fps25", "fps12_short"):                              # full; 7.3 s of both
+        shutil.copy(timecode_dir / f"{name}.mp4", videos / f"{name}.mp4")
+    out, runner = tmp_path / "s.zarr", CliRunner()
+    args = ["extract", "--videos", str(videos), "--out", str(out), "--random-weights", "workers=0",
+            "clip_model=avu-tiny-clip", "patch_grid=4"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "audio shorter than picture" in result.output and "audio3: audio 3 s, picture 10 s" in result.output
+    fs = FeatureStore(out)
+    rows = {c: [int(fs.read(a, fs.index(c))) for a in ("length", "audio_length", "visual_length")]
+            for c in fs.clip_ids}
+    assert rows == {"audio3": [10, 3, 10], "fps25": [10, 10, 10], "fps12_short": [7, 7, 7]}
+    info = runner.invoke(app, ["info", str(out)])
+    assert "audio shorter than picture: 1 clips, e.g. audio3 (audio 3 s, picture 10 s)" in info.output, info.output
+    assert "picture shorter than audio: 0 clips" in info.output
+    # a store made before the per-modality lengths existed resumes; what it did before stays unknown
+    group = FeatureStore(out, mode="r+").group
+    del group["audio_length"], group["visual_length"]
+    status = group["status"][:]
+    status[fs.index("audio3")] = PENDING
+    group["status"][:] = status
+    assert "not recorded" in runner.invoke(app, ["info", str(out)]).output
+    summary = _extract(videos, out)
+    assert summary.done == 1 and list(summary.short_audio) == ["audio3"]
+    fs = FeatureStore(out)
+    assert fs.read("audio_length", slice(None)).tolist() == [3, -1, -1]      # audio3, fps12_short, fps25
+    assert "not recorded for 2 clips done before" in runner.invoke(app, ["info", str(out)]).output
