@@ -25,6 +25,12 @@ def _tensor(x) -> torch.Tensor:
     return x.detach().cpu() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
 
 
+def _keep_float64(x: torch.Tensor) -> torch.Tensor:
+    """float64 stays float64, as the official code keeps its input's dtype; any other dtype
+    becomes float32, the dtype the official models give it."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def _check_same_shape(*arrays) -> None:
     if len({a.shape for a in arrays}) != 1:
         raise ValueError(f"shapes differ: {[a.shape for a in arrays]}")
@@ -122,12 +128,6 @@ SSL_SIZE = 224
 _SSL_MEDIAN = SSL_SIZE * SSL_SIZE // 2
 
 
-def _keep_float64(x: torch.Tensor) -> torch.Tensor:
-    """float64 stays float64, as the official code keeps its input's dtype; any other dtype
-    becomes float32, the dtype the official models give it."""
-    return x if x.dtype == torch.float64 else x.float()
-
-
 def _ssl_resize(heat: np.ndarray) -> np.ndarray:
     """(n, h, w) -> (n, 224*224): each map resized on its own, as the official test calls
     cv2.resize (INTER_LINEAR, in the map's dtype). Torch's bilinear interpolation is the same
@@ -167,9 +167,10 @@ def _ssl_boxes(boxes: Sequence) -> list[np.ndarray]:
     if narrow:
         warnings.warn("VGG-SS boxes given in float32 (or narrower): int(224 * c) of a rounded "
                       "coordinate loses a pixel where 224 * c is whole in the annotation, so the "
-                      "ground truth can differ from the official one; pass the annotation's float64 "
-                      "values (a store made before avu kept them in float64: run its `avu extract "
-                      "--dataset vggss` command again, which rewrites the targets only)", stacklevel=3)
+                      "ground truth can differ from the official one; pass the annotation's "
+                      "float64 values (a store made before avu kept them in float64: run its "
+                      "`avu extract --dataset vggss` command again, which skips the done clips "
+                      "and rewrites the targets)", stacklevel=3)
     return out
 
 
@@ -368,6 +369,7 @@ def avqa_accuracy(pred_answers: Sequence, gt_answers: Sequence, types: Sequence[
     official = np.isin(types, AVQA_TYPES)
     groups = np.array([t.split("/")[0] for t in types], dtype=object)
     out = {t: float(correct[types == t].mean()) for t in dict.fromkeys(types[official])}
-    out |= {g: float(correct[official & (groups == g)].mean()) for g in dict.fromkeys(groups[official])}
+    for g in dict.fromkeys(groups[official]):
+        out[g] = float(correct[official & (groups == g)].mean())
     out["All"] = float(correct.mean())
     return out
