@@ -52,7 +52,7 @@ def targets(task: str, n: int, T: int, S: int, rng) -> dict[str, np.ndarray]:
         return {"video_labels": (gt_a | gt_v).any(-1).astype(np.uint8), "gt_audio": gt_a, "gt_visual": gt_v}
     if task == "vggss":
         xy = rng.uniform(0, 0.5, (n, 2, 2))
-        return {"boxes": np.concatenate([xy, xy + 0.4], -1).astype(np.float32), "box_count": np.full(n, 2, np.int8)}
+        return {"boxes": np.concatenate([xy, xy + 0.4], -1), "box_count": np.full(n, 2, np.int8)}
     masks = np.zeros((n, T, S, S), np.uint8)
     for i in range(n):
         y, x = rng.integers(0, S // 2, 2)

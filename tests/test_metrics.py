@@ -1,5 +1,8 @@
 """Tests of trainer.metrics: hand-worked cases for the easy-to-get-wrong rules, and each
 vectorised metric against a slow loop-based reference written from docs/benchmarks.md."""
+import json
+
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -76,32 +79,55 @@ def ref_llp(pa, pv, ga, gv):
     return out
 
 
-def ref_ciou(heat, boxes):
-    """One sample, straight from the doc's words (normalising h itself, not 1 - norm(-h))."""
-    h = torch.as_tensor(heat, dtype=torch.float32)[None, None]
-    h = F.interpolate(h, size=(224, 224), mode="bilinear", align_corners=False)[0, 0].numpy()
-    if h.max() != h.min():
-        h = (h - h.min()) / (h.max() - h.min())
-    thr = np.sort(h.ravel())[224 * 224 // 2]
-    pred = (h > thr) | (h >= 1)  # above the median -> 1, then everything below 1 -> 0
+def ref_resize(heat):
+    """The official resize: cv2, INTER_LINEAR, one 2-D map at a time, in the map's dtype."""
+    return cv2.resize(heat, dsize=(224, 224), interpolation=cv2.INTER_LINEAR)
+
+
+def torch_resize(heat):
+    """torch's bilinear resize (half-pixel centres), which avu used before: same formula,
+    other rounding."""
+    h = torch.from_numpy(np.ascontiguousarray(heat))[None, None]
+    return F.interpolate(h, size=(224, 224), mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+def ref_ciou(heat, boxes, resize=ref_resize):
+    """One sample, straight from the official rule, in the map's dtype (NaN for 0 / 0)."""
+    neg = -resize(heat)
+    low, high = neg.min(), neg.max()
+    norm = neg if high - low == 0 else (neg - low) / (high - low)  # a flat map is left as is
+    pred = 1 - norm
+    median = np.sort(pred.ravel())[224 * 224 // 2]
+    pred[pred > median] = 1  # above the median -> 1, then everything below 1 -> 0
+    pred[pred < 1] = 0
+    on = pred >= 0.5
     gt = np.zeros((224, 224), bool)
     for box in boxes:
-        x0, y0, x1, y1 = (int(224 * max(c, 0)) for c in box)
+        x0, y0, x1, y1 = (int(224 * max(float(c), 0)) for c in box)
         gt[y0:y1, x0:x1] = True
-    denom = gt.sum() + (pred & ~gt).sum()
-    return (pred & gt).sum() / denom if denom else 0.0
+    inter, denom = int((on & gt).sum()), int(gt.sum() + (on & ~gt).sum())
+    return inter / denom if denom else float("nan")
+
+
+def ref_ssl_summary(cious):
+    """cIoU and AUC (trapezoid rule over x = 0.05 i, i = 0..20), NaN failing every threshold."""
+    x = [0.05 * i for i in range(21)]
+    success = [sum(1 for c in cious if c >= t) / len(cious) for t in x]
+    auc = sum((x[i + 1] - x[i]) * (success[i + 1] + success[i]) / 2 for i in range(20))
+    return {"ciou": sum(1 for c in cious if c >= 0.5) / len(cious), "auc": auc}
 
 
 def ref_avs(logits, gt, valid):
-    """Per-video (mIoU, F-score) lists, one frame and one threshold at a time."""
-    thresholds = [float(t) for t in torch.linspace(0, 1 - 1e-10, 255)]
+    """Per-video (mIoU, F-score) lists, one frame and one threshold at a time; the sigmoid in
+    the logits' dtype (float64 stays), the F arithmetic in float32, as the official code."""
+    thresholds = [float(t) for t in torch.linspace(0, 1 - 1e-10, 255)]  # float32 values
     mious, fscores = [], []
     for v in range(len(logits)):
         ious, curves = [], []
         for f in range(logits.shape[1]):
             if not valid[v, f]:
                 continue
-            prob = torch.sigmoid(torch.as_tensor(logits[v, f], dtype=torch.float32)).numpy()
+            prob = torch.sigmoid(torch.as_tensor(logits[v, f])).numpy()
             g = gt[v, f] > 0
             pred = prob > 0.5
             if g.sum() == 0:
@@ -110,11 +136,11 @@ def ref_avs(logits, gt, valid):
             ious.append((pred & g).sum() / (pred | g).sum())
             curve = []
             for thr in thresholds:
-                on = prob >= np.float32(thr)
-                tp = (on & g).sum()
-                p = tp / on.sum() if on.sum() else 0.0
-                r = tp / g.sum()
-                curve.append(1.3 * p * r / (0.3 * p + r) if p + r > 0 else 0.0)
+                on = prob >= thr  # a float64 prob meets the float32 value widened, exactly
+                tp = np.float32((on & g).sum())
+                p = tp / np.float32(on.sum()) if on.sum() else np.float32(0)
+                r = tp / np.float32(g.sum())
+                curve.append(np.float32(1.3) * p * r / (np.float32(0.3) * p + r) if p + r > 0 else 0.0)
             curves.append(curve)
         mious.append(sum(ious) / len(ious))
         if curves:
@@ -144,15 +170,22 @@ def ref_avss(pred, gt, num_classes):
     return {"miou": sum(miou) / num_classes, "fscore": sum(fscore) / num_classes}
 
 
+OFFICIAL_AVQA = {"Audio": ("Counting", "Comparative"), "Visual": ("Counting", "Location"),
+                 "Audio-Visual": ("Existential", "Counting", "Location", "Comparative", "Temporal")}
+
+
 def ref_avqa(pred, gt, types):
-    out = {}
-    for key_of in (lambda t: t, lambda t: t.split("/")[0]):
-        right, total = {}, {}
-        for p, g, t in zip(pred, gt, types):
-            k = key_of(t)
-            total[k] = total.get(k, 0) + 1
-            right[k] = right.get(k, 0) + (p == g)
-        out |= {k: right[k] / total[k] for k in total}
+    """The official test's tally: one list per official type, groups summed from their types'
+    lists, overall over every question."""
+    lists = {f"{g}/{k}": [] for g, kinds in OFFICIAL_AVQA.items() for k in kinds}
+    for p, g, t in zip(pred, gt, types):
+        if t in lists:
+            lists[t].append(p == g)
+    out = {t: sum(hits) / len(hits) for t, hits in lists.items() if hits}
+    for group, kinds in OFFICIAL_AVQA.items():
+        hits = [h for k in kinds for h in lists[f"{group}/{k}"]]
+        if hits:
+            out[group] = sum(hits) / len(hits)
     out["All"] = sum(p == g for p, g in zip(pred, gt)) / len(gt)
     return out
 
@@ -275,12 +308,76 @@ def test_ssl_pixels_tied_at_the_max_stay_on():
 
 def test_ssl_constant_map_and_boxes():
     # a constant map is not normalised: 1 + h >= 1 keeps all pixels when h >= 0, else none
+    # (0 and -0.5 stay exactly constant through any OpenCV build's 7 x 7 -> 224 resize)
     boxes = [[[0.0, 0.0, 0.5, 0.5]], [[0.0, 0.0, 0.5, 0.5]]]
-    heat = np.stack([np.zeros((7, 7)), np.full((7, 7), -0.2)]).astype(np.float32)
+    heat = np.stack([np.zeros((7, 7)), np.full((7, 7), -0.5)]).astype(np.float32)
     assert M.ssl_ciou(heat, boxes).tolist() == [0.25, 0.0]
     # garbage coordinates clip to 0, zero-area boxes fill nothing
     box = [[-2.9e16, 0.0, 0.5, 0.5], [0.3, 0.3, 0.3, 0.9]]
     assert M.ssl_ciou(heat[:1], [box])[0] == 0.25
+
+
+@pytest.mark.skipif(not cv2.ipp.useIPP(), reason="the case is IPP's rounding (pip's x86-64 OpenCV)")
+def test_ssl_resizes_with_opencv_as_the_official_test():
+    # OpenCV with IPP resizes a constant 4 x 4 map of 0.1 (float32) to an exactly constant
+    # map: left un-normalised, 1 + 0.1 >= 1 keeps every pixel, and the top-left quarter box
+    # scores 1/4. torch's bilinear gives 0.1 +- 1 ulp (4 distinct values), which min-max
+    # normalisation blows up to a pattern of half the pixels.
+    heat = np.full((1, 4, 4), 0.1, np.float32)
+    assert np.unique(torch_resize(heat[0])).size > 1  # the case is one where the two differ
+    assert M.ssl_ciou(heat, [[[0.0, 0.0, 0.5, 0.5]]])[0] == 0.25
+
+
+def test_ssl_empty_against_empty_is_nan_and_fails_every_threshold():
+    # sample 0: a constant negative map (no pixel on) against a zero-area box (no pixel):
+    # 0 / 0 = NaN, as the official code; sample 1: a perfect prediction, ciou 1
+    heat = np.stack([np.full((224, 224), -0.5), np.zeros((224, 224))]).astype(np.float32)
+    heat[1, :, :112] = 3.0
+    cious = M.ssl_ciou(heat, [[[0.3, 0.3, 0.3, 0.9]], [[0.0, 0.0, 0.5, 1.0]]])
+    assert np.isnan(cious[0]) and cious[1] == 1.0
+    # the NaN fails even ciou >= 0: the success rate is 1/2 at every x, so AUC = 1/2 (a 0
+    # would pass x = 0: success 1 there and AUC 0.5 + 0.05 / 2 * 1/2 = 0.5125)
+    assert M.ssl_summary(cious) == {"ciou": 0.5, "auc": pytest.approx(0.5, abs=1e-15)}
+    assert M.ssl_summary(cious) == pytest.approx(ref_ssl_summary(cious.tolist()), abs=1e-15)
+
+
+def test_ssl_boxes_are_scored_in_float64():
+    # 224 * (9/14) is exactly 144 in float64: the box covers 144 of 224 columns; rounded to
+    # float32, 9/14 falls just below and int(224 * c) gives 143
+    box = np.array([[0.0, 0.0, 9 / 14, 1.0]])
+    heat = np.zeros((1, 7, 7), np.float32)  # a constant 0 map keeps every pixel
+    assert M.ssl_ciou(heat, [box])[0] == 144 / 224
+    with pytest.warns(UserWarning, match="float32"):
+        assert M.ssl_ciou(heat, [box.astype(np.float32)])[0] == 143 / 224
+
+
+def test_ssl_boxes_keep_the_annotation_values(tmp_path):
+    # from vggss.json through the adapter's targets to the scorer, no coordinate rounds
+    from pipeline.config import DatasetsConfig
+    from pipeline.datasets import vggss
+    from pipeline.vocab import VGGSS_CLASSES
+
+    cfg = DatasetsConfig()
+    folder = tmp_path / cfg.vggss_annotations
+    folder.mkdir(parents=True, exist_ok=True)
+    bbox = [[0.0, 0.0, 9 / 14, 1.0], [0.5, 0.5, -2.8823037615171176e16, 0.6]]
+    (folder / "vggss.json").write_text(json.dumps([{"file": "a_000001", "class": VGGSS_CLASSES[0], "bbox": bbox}]))
+    targets = vggss.load(tmp_path, cfg).clips[0].targets
+    assert targets["boxes"].dtype == np.float64
+    assert targets["boxes"].tolist() == [bbox[0], [0.5, 0.5, 0.0, 0.6]]
+    boxes = targets["boxes"][: targets["box_count"]]
+    assert M.ssl_ciou(np.zeros((1, 7, 7), np.float32), [boxes])[0] == 144 / 224
+
+
+def test_ssl_float64_maps_are_scored_in_float64():
+    # a ramp of steps 1e-12 above 1: float64 keeps it, and the bottom half is found (as in
+    # test_ssl_median_threshold_by_hand); in float32 every value is 1.0, a constant map
+    # that keeps every pixel: ciou = 1/2
+    ramp = 1 + 1e-12 * np.arange(224 * 224, dtype=np.float64).reshape(1, 224, 224)
+    box = [[[0.0, 0.5, 1.0, 1.0]]]
+    assert M.ssl_ciou(ramp, box)[0] == 25087 / 25088
+    assert M.ssl_ciou(ramp.astype(np.float32), box)[0] == 0.5
+    assert M.ssl_ciou(torch.from_numpy(ramp), box)[0] == 25087 / 25088
 
 
 def test_ssl_summary_by_hand():
@@ -292,17 +389,80 @@ def test_ssl_summary_by_hand():
     assert s["auc"] == pytest.approx(expected)
 
 
-def test_ssl_matches_reference():
-    rng = np.random.default_rng(3)
-    # sorting (k, corner, xy) along the corner axis gives [xmin, ymin], [xmax, ymax]
-    boxes = [np.sort(rng.random((rng.integers(1, 4), 2, 2)), axis=1).reshape(-1, 4)
-             for _ in range(4)]
-    boxes[0][0, 0] = -2.9e16
-    boxes[1][0, 2] = 1.2
-    for size in (7, 14):
-        heat = rng.normal(size=(4, size, size)).astype(np.float32)
-        got = M.ssl_ciou(heat, boxes, chunk=3)
-        assert got == pytest.approx([ref_ciou(h, b) for h, b in zip(heat, boxes)], abs=1e-12)
+def random_heatmaps(rng, n, size, dtype):
+    """Small maps of every kind that puts pixels on ties: continuous, quantised, ReLU-like,
+    binary, constant (positive, zero, negative), and a NaN pixel in map n - 3 (a NaN map
+    keeps no pixel, as in the official code)."""
+    kinds = [
+        lambda: rng.normal(size=(size, size)),
+        lambda: np.round(rng.normal(size=(size, size)) * 2) / 2,
+        lambda: np.maximum(rng.normal(size=(size, size)), 0),
+        lambda: (rng.random((size, size)) < 0.5).astype(float),
+        lambda: np.full((size, size), rng.normal()),
+        lambda: np.zeros((size, size)),
+        lambda: np.full((size, size), -abs(rng.normal())),
+    ]
+    maps = np.stack([kinds[i % len(kinds)]() for i in range(n)]).astype(dtype)
+    maps[n - 3, 0, 0] = np.nan
+    return maps
+
+
+def random_boxes(rng, n):
+    """1 to 3 boxes per sample, every fifth degenerate (no area: with an empty prediction,
+    samples 20 and 25 of random_heatmaps, 0 / 0), some with garbage coordinates."""
+    out = []
+    for i in range(n):
+        # sorting (k, corner, xy) along the corner axis gives [xmin, ymin], [xmax, ymax]
+        b = np.sort(rng.random((rng.integers(1, 4), 2, 2)), axis=1).reshape(-1, 4)
+        if i % 5 == 0:
+            b[:, 2] = b[:, 0]  # zero width: no ground-truth pixel at all
+        if i % 7 == 1:
+            b[0, 0], b[0, 3] = -2.9e16, 1.2
+        out.append(b)
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_ssl_matches_reference(dtype):
+    rng = np.random.default_rng([3, np.dtype(dtype).itemsize])
+    n = 28
+    boxes = random_boxes(rng, n)
+    moved = 0
+    for size in (4, 7, 14):
+        heat = random_heatmaps(rng, n, size, dtype)
+        got = M.ssl_ciou(heat, boxes, chunk=5)
+        want = [ref_ciou(h, b) for h, b in zip(heat, boxes)]
+        np.testing.assert_array_equal(got, want)  # exactly, NaN where 0 / 0
+        assert got.dtype == np.float64 and np.isnan(got).sum() >= 2
+        assert M.ssl_summary(got) == pytest.approx(ref_ssl_summary(want), abs=1e-15)
+        torch_way = [ref_ciou(h, b, resize=torch_resize) for h, b in zip(heat, boxes)]
+        moved += sum(not (a == b or np.isnan(a) and np.isnan(b)) for a, b in zip(want, torch_way))
+    assert moved > 0  # these inputs tell the official resize from torch's
+
+
+def test_ssl_follows_the_opencv_build():
+    # avu equals the official code on the same OpenCV, with or without IPP (builds without it,
+    # e.g. off x86-64, take OpenCV's own code, which rounds plateaus differently)
+    rng = np.random.default_rng(8)
+    heat, boxes = random_heatmaps(rng, 14, 4, np.float64), random_boxes(rng, 14)
+    had_ipp = cv2.ipp.useIPP()
+    with_ipp = M.ssl_ciou(heat, boxes)
+    cv2.ipp.setUseIPP(False)
+    try:
+        without = M.ssl_ciou(heat, boxes)
+        np.testing.assert_array_equal(without, [ref_ciou(h, b) for h, b in zip(heat, boxes)])
+    finally:
+        cv2.ipp.setUseIPP(had_ipp)
+    np.testing.assert_array_equal(with_ipp, [ref_ciou(h, b) for h, b in zip(heat, boxes)])
+    if had_ipp:  # and the build matters on these maps
+        assert not np.array_equal(with_ipp, without, equal_nan=True)
+
+
+def test_ssl_rejects_bad_input():
+    with pytest.raises(ValueError, match="heatmaps"):
+        M.ssl_ciou(np.zeros((2, 4, 4)), [[[0, 0, 1, 1]]])
+    with pytest.raises(ValueError, match="sample 0.*finite"):
+        M.ssl_ciou(np.zeros((1, 4, 4)), [[[0, 0, np.nan, 1]]])
 
 
 # ----------------------------------------------------------------------------- AVS S4/MS3
@@ -329,10 +489,43 @@ def test_avs_perfect_prediction_and_valid_frames():
         M.avs_miou(logits, gt, np.zeros((2, 3), bool))
 
 
-def test_avs_matches_reference():
+def test_avs_float64_logits_are_scored_in_float64():
+    # mIoU: a logit of 1e-9 is sigmoid 0.5 + 2.5e-10 in float64 (> 0.5: on) but exactly 0.5
+    # in float32 (off); the frame's one sounding pixel is then hit (IoU 1) or missed (0)
+    gt = np.zeros((1, 1, 2, 2), bool)
+    gt[0, 0, 0, 0] = True
+    logits = np.full((1, 1, 2, 2), -10.0)
+    logits[0, 0, 0, 0] = 1e-9
+    assert M.avs_miou(logits, gt)[0] == pytest.approx(1.0, abs=1e-6)
+    assert M.avs_miou(torch.from_numpy(logits), gt)[0] == pytest.approx(1.0, abs=1e-6)
+    assert M.avs_miou(logits.astype(np.float32), gt)[0] == 0.0
+
+
+def test_avs_fscore_float64_probabilities_meet_float32_thresholds():
+    # Two frames of 2 x 2, each with one sounding pixel (top left); other pixels at logit -10
+    # pass threshold 0 only. Threshold 127 is float32 0.5 exactly.
+    # frame 0: the sounding pixel at logit -4e-12: prob 0.5 - 1e-12 in float64 (fails
+    #   threshold 127), exactly 0.5 in float32 (passes): F = 1 up to 126, or up to 127
+    # frame 1: the sounding pixel at prob 0.501 (passes up to 127), a silent one at 0.499 (up
+    #   to 126): F = 1.3 * 0.5 / (0.3 * 0.5 + 1) = 0.65 / 1.15 for 1..126, 1 at 127
+    # mean curve, float32: 1 at 127; float64: (1 + 0.65 / 1.15) / 2 for 1..126, 1/2 at 127
+    odds = np.log(0.501 / 0.499)
+    logits = np.full((1, 2, 2, 2), -10.0)
+    logits[0, 0, 0, 0], logits[0, 1, 0, 0], logits[0, 1, 0, 1] = -4e-12, odds, -odds
+    gt = np.zeros((1, 2, 2, 2), bool)
+    gt[0, :, 0, 0] = True
+    assert M.avs_fscore(logits, gt)[0] == pytest.approx((1 + 0.65 / 1.15) / 2, abs=1e-6)
+    assert M.avs_fscore(logits.astype(np.float32), gt)[0] == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_avs_matches_reference(dtype):
     rng = np.random.default_rng(4)
-    logits = (rng.normal(size=(4, 5, 12, 12)) * 4).astype(np.float32)
-    logits[0, 0, 0, :3] = [30.0, 0.0, 1e-9]  # probabilities 1.0 and 0.5 exactly
+    logits = (rng.normal(size=(4, 5, 12, 12)) * 4).astype(dtype)
+    # logits within float32's rounding of 0: probabilities that round to 0.5 in float32
+    tiny = rng.random(logits.shape) < 0.3
+    logits[tiny] = (rng.choice([-1, 1], tiny.sum()) * 10.0 ** rng.uniform(-13, -8, tiny.sum()))
+    logits[0, 0, 0, :3] = [30.0, 0.0, 1e-9]  # probabilities 1.0 and 0.5 exactly (float32)
     gt = rng.random((4, 5, 12, 12)) < 0.3
     gt[1, :2] = False
     gt[2] = False  # a video with no sounding frame
@@ -341,6 +534,9 @@ def test_avs_matches_reference():
     mious, fscores = ref_avs(logits, gt, valid)
     assert M.avs_miou(logits, gt, valid) == pytest.approx(mious, abs=1e-6)
     assert M.avs_fscore(logits, gt, valid) == pytest.approx(fscores, abs=1e-6)
+    if dtype == np.float64:  # these logits tell float64 scoring from float32 (the F-score's
+        # best threshold is rarely the one they move: see the hand-worked case above)
+        assert M.avs_miou(logits.astype(np.float32), gt, valid) != pytest.approx(mious, abs=1e-3)
 
 
 # ----------------------------------------------------------------------------- AVSS
@@ -392,11 +588,24 @@ def test_avqa_groups_pool_questions():
     assert "Audio-Visual" not in s
 
 
+def test_avqa_other_types_count_in_all_only():
+    # "Audio/Location" and "Visual/Temporal" are not official types: no entry, not in their
+    # groups, but in "All" (5 questions, 3 right)
+    types = ["Audio/Counting", "Audio/Location", "Visual/Temporal", "Visual/Location", "Audio/Location"]
+    gt = ["two", "left", "yes", "left", "right"]
+    pred = ["two", "right", "yes", "left", "left"]
+    s = M.avqa_accuracy(pred, gt, types)
+    assert s == {"Audio/Counting": 1.0, "Visual/Location": 1.0, "Audio": 1.0, "Visual": 1.0, "All": 0.6}
+    assert s == ref_avqa(pred, gt, types)
+
+
 def test_avqa_matches_reference():
     rng = np.random.default_rng(6)
     kinds = ["Audio/Counting", "Audio/Comparative", "Visual/Counting", "Visual/Location",
-             "Audio-Visual/Existential", "Audio-Visual/Temporal"]
+             "Audio-Visual/Existential", "Audio-Visual/Temporal", "Audio/Temporal", "Visual/Existential"]
     types = [kinds[i] for i in rng.integers(0, len(kinds), 200)]
     gt = rng.integers(0, 5, 200).tolist()
     pred = [g if rng.random() < 0.7 else int(rng.integers(0, 5)) for g in gt]
-    assert M.avqa_accuracy(pred, gt, types) == pytest.approx(ref_avqa(pred, gt, types))
+    got = M.avqa_accuracy(pred, gt, types)
+    assert got.keys() == ref_avqa(pred, gt, types).keys()
+    assert got == pytest.approx(ref_avqa(pred, gt, types), abs=1e-15)

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -176,17 +177,28 @@ def _centre_map(g: int) -> np.ndarray:
 def _score_vggss(preds: dict, fs: FeatureStore, chance: bool) -> dict:
     idx = preds["clip_index"]
     boxes, count = fs.read("boxes", idx), fs.read("box_count", idx)
+    if boxes.dtype != np.float64:   # a store made before the adapter kept the file's values
+        warnings.warn(f"{fs.path}: VGG-SS boxes are stored as {boxes.dtype}, not the annotation's float64: "
+                      f"int(224 * c) loses a pixel where 224 * c is whole, so the ground truth can differ from "
+                      f"the official one (on the synthetic vggss.json half the coordinates do; on the real one "
+                      f"none). Run this store's `avu extract --dataset vggss` command again: done clips are "
+                      f"skipped and the targets are rewritten in float64.", stacklevel=2)
+        boxes = boxes.astype(np.float64)   # exact: the rounding happened when the store was made
     boxes = [b[:c] for b, c in zip(boxes, count)]
-    heat = preds["heatmap"]
+    heat = preds["heatmap"]                # scored in its own dtype (float32; float64 stays)
     n, g = len(heat), heat.shape[-1]
     trivial = [np.zeros((n, g, g), np.float32), np.broadcast_to(_centre_map(g), (n, g, g)).copy()]
-    return {"n": n, "metrics": M.ssl_summary(M.ssl_ciou(heat, boxes)), "per_class": {},
+    cious = M.ssl_ciou(heat, boxes)
+    # "undefined": samples with no box area and an empty prediction, 0 / 0 (NaN) in the
+    # official code, failures at every threshold
+    return {"n": n, "metrics": M.ssl_summary(cious), "per_class": {}, "undefined": int(np.isnan(cious).sum()),
             "chance": _best(*(M.ssl_summary(M.ssl_ciou(h, boxes)) for h in trivial)) if chance else {}}
 
 
 def _upsample_logits(logits: np.ndarray, size: int) -> torch.Tensor:
-    """(n, T, h, w) -> (n, T, size, size) exactly as the avs head's decode does."""
-    x = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))
+    """(n, T, h, w) -> (n, T, size, size) exactly as the avs head's decode does, in float32, or
+    in float64 for float64 logits (the metrics score in the logits' dtype)."""
+    x = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float64 if logits.dtype == np.float64 else np.float32))
     return TASKS["avs"].decode({"mask_logits": x[:, :, None]}, size=size)["mask_logits"]
 
 

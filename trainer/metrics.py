@@ -10,16 +10,25 @@ evaluation loop can score batch by batch and combine the results at the end.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from pipeline.vocab import AVQA_TYPES  # the official test's 9 question types
 
 
 def _tensor(x) -> torch.Tensor:
     """CPU tensor from an array, a list or a (possibly GPU) tensor."""
     return x.detach().cpu() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+
+
+def _keep_float64(x: torch.Tensor) -> torch.Tensor:
+    """float64 stays float64, as the official code keeps its input's dtype; any other dtype
+    becomes float32, the dtype the official models give it."""
+    return x if x.dtype == torch.float64 else x.float()
 
 
 def _check_same_shape(*arrays) -> None:
@@ -119,13 +128,22 @@ SSL_SIZE = 224
 _SSL_MEDIAN = SSL_SIZE * SSL_SIZE // 2
 
 
-def _ssl_pred_masks(heat: torch.Tensor) -> np.ndarray:
+def _ssl_resize(heat: np.ndarray) -> np.ndarray:
+    """(n, h, w) -> (n, 224*224): each map resized on its own, as the official test calls
+    cv2.resize (INTER_LINEAR, in the map's dtype). Torch's bilinear interpolation is the same
+    formula but rounds differently, which moves pixels across the median on plateaus and ties."""
+    out = np.empty((len(heat), SSL_SIZE * SSL_SIZE), heat.dtype)
+    for i, h in enumerate(heat):
+        out[i] = cv2.resize(np.ascontiguousarray(h), dsize=(SSL_SIZE, SSL_SIZE),
+                            interpolation=cv2.INTER_LINEAR).ravel()
+    return out
+
+
+def _ssl_pred_masks(heat: np.ndarray) -> np.ndarray:
     """Binary prediction (n, 224*224) from heatmaps (n, h, w): the top ~half of the pixels."""
-    h = F.interpolate(heat[:, None], size=(SSL_SIZE, SSL_SIZE), mode="bilinear",
-                      align_corners=False)
-    neg = -h.flatten(1).numpy()  # float32
-    # The official code min-max normalises -h and then takes 1 - it, in float32; doing the
-    # same keeps its rounding (so its ties at the median) and its constant-map case, where
+    neg = -_ssl_resize(heat)
+    # The official code min-max normalises -h and then takes 1 - it, in the map's dtype; doing
+    # the same keeps its rounding (so its ties at the median) and its constant-map case, where
     # the map is left un-normalised and becomes 1 + h: all pixels on if h >= 0, else none.
     lo = neg.min(1, keepdims=True)
     span = neg.max(1, keepdims=True) - lo
@@ -136,12 +154,31 @@ def _ssl_pred_masks(heat: torch.Tensor) -> np.ndarray:
     return (pred > thr) | (pred >= 1)
 
 
-def _ssl_gt_masks(boxes: Sequence) -> np.ndarray:
+def _ssl_boxes(boxes: Sequence) -> list[np.ndarray]:
+    """Each sample's boxes as (k, 4) float64, the annotation's values as they are."""
+    out, narrow = [], False
+    for i, b in enumerate(boxes):
+        b = np.asarray(b)
+        narrow |= b.dtype.kind == "f" and b.dtype.itemsize < 8
+        b = b.astype(np.float64).reshape(-1, 4)
+        if not np.isfinite(b).all():
+            raise ValueError(f"VGG-SS sample {i}: box coordinates must be finite, got {b.tolist()}")
+        out.append(b)
+    if narrow:
+        warnings.warn("VGG-SS boxes given in float32 (or narrower): int(224 * c) of a rounded "
+                      "coordinate loses a pixel where 224 * c is whole in the annotation, so the "
+                      "ground truth can differ from the official one; pass the annotation's "
+                      "float64 values (a store made before avu kept them in float64: run its "
+                      "`avu extract --dataset vggss` command again, which skips the done clips "
+                      "and rewrites the targets)", stacklevel=3)
+    return out
+
+
+def _ssl_gt_masks(boxes: list[np.ndarray]) -> np.ndarray:
     """Union of each sample's boxes as (n, 224*224) bool, filled [ymin:ymax, xmin:xmax]."""
-    boxes = [np.asarray(b, dtype=np.float64).reshape(-1, 4) for b in boxes]
     pixels = np.zeros((len(boxes), max(map(len, boxes), default=0), 4), dtype=np.int64)
     for i, b in enumerate(boxes):  # pad with [0, 0, 0, 0], which fills nothing
-        # int(224 * max(c, 0)); clipping at 1 as well changes nothing, slices stop at 224
+        # int(224 * max(c, 0)) in float64; clipping at 1 as well changes nothing, slices stop at 224
         pixels[i, : len(b)] = (SSL_SIZE * np.clip(b, 0, 1)).astype(np.int64)
     x0, y0, x1, y1 = (pixels[..., k, None] for k in range(4))  # each (n, k, 1)
     grid = np.arange(SSL_SIZE)
@@ -153,41 +190,48 @@ def _ssl_gt_masks(boxes: Sequence) -> np.ndarray:
 def ssl_ciou(heatmaps, boxes: Sequence, chunk: int = 128) -> np.ndarray:
     """Per-sample VGG-SS cIoU (N,): |P and G| / (|G| + |P and not G|).
 
-    heatmaps (N, h, w): higher = more likely sounding, any resolution, resized to 224 x 224
-    bilinearly. boxes[i]: the sample's [xmin, ymin, xmax, ymax] boxes, normalised to [0, 1].
-    A sample with an empty denominator (no box area, empty prediction) scores 0, a failure
-    as in the official code, where it is NaN. `chunk` bounds memory only.
+    heatmaps (N, h, w): higher = more likely sounding, any resolution, resized to 224 x 224 by
+    cv2.resize (INTER_LINEAR) as the official test does; float64 maps are scored in float64,
+    any other dtype in float32. boxes[i]: the sample's [xmin, ymin, xmax, ymax] boxes,
+    normalised to [0, 1], as float64 (the annotation's values; float32 loses pixels).
+    A sample with no box area and an empty prediction is 0 / 0 = NaN, as in the official code:
+    ssl_summary counts it as failing every threshold, 0 included. `chunk` bounds memory only.
     """
-    heat = _tensor(heatmaps).float()
-    if heat.ndim != 3 or len(heat) != len(boxes):
-        raise ValueError("need heatmaps (N, h, w) and one box list per sample")
+    heat = _keep_float64(_tensor(heatmaps)).numpy()
+    if heat.ndim != 3 or len(heat) != len(boxes) or 0 in heat.shape[1:]:
+        raise ValueError(f"need heatmaps (N, h, w) and one box list per sample, got heatmaps "
+                         f"{tuple(heat.shape)} and {len(boxes)} box lists")
+    boxes = _ssl_boxes(boxes)
     out = [np.zeros(0)]
     for i in range(0, len(heat), chunk):
         pred, gt = _ssl_pred_masks(heat[i : i + chunk]), _ssl_gt_masks(boxes[i : i + chunk])
         inter = (pred & gt).sum(1)
-        denom = gt.sum(1) + (pred & ~gt).sum(1)
-        out.append(np.where(denom > 0, inter / np.maximum(denom, 1), 0.0))
+        denom = gt.sum(1) + (pred & ~gt).sum(1)  # 0 only if inter is 0 too
+        out.append(np.divide(inter, denom, out=np.full(len(denom), np.nan), where=denom > 0))
     return np.concatenate(out)
 
 
 def ssl_summary(cious) -> dict[str, float]:
     """cIoU = fraction of samples with ciou >= 0.5; AUC = trapezoid area under the success
-    rate (ciou >= 0.05 i) for i = 0..20 over [0, 1]."""
+    rate (ciou >= 0.05 i) for i = 0..20 over [0, 1] (sklearn.metrics.auc's rule). A NaN
+    ciou (0 / 0) fails every threshold, as in the official code."""
     cious = np.asarray(cious, dtype=np.float64)
     x = np.array([0.05 * i for i in range(21)])  # Python floats, as the official code
-    success = (cious[None, :] >= x[:, None]).mean(1)
+    success = (cious[None, :] >= x[:, None]).mean(1)  # NaN >= x is False
     auc = float(np.sum(np.diff(x) * (success[1:] + success[:-1]) / 2))
     return {"ciou": float(np.mean(cious >= 0.5)), "auc": auc}
 
 
 # ----------------------------------------------------------------------------- AVS S4 / MS3
 BETA2 = 0.3  # F-measure weight of precision, S4/MS3 and AVSS
-# float32 as the official code; the last one rounds to exactly 1.0
+# float32 as the official code, whatever the probabilities' dtype; the last one rounds to
+# exactly 1.0. Official float64 probabilities meet them as float64 values (torch promotes the
+# 0-d float32 threshold to the tensor's dtype), which is exact.
 AVS_THRESHOLDS = torch.linspace(0, 1 - 1e-10, 255, dtype=torch.float32)
 
 
 def _avs_inputs(logits, gt, valid) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    logits, gt = _tensor(logits).float(), _tensor(gt) != 0
+    logits, gt = _keep_float64(_tensor(logits)), _tensor(gt) != 0
     if valid is None:
         valid = torch.ones(logits.shape[:2], dtype=torch.bool)
     valid = _tensor(valid).bool()
@@ -203,10 +247,12 @@ def avs_miou(logits, gt, valid=None) -> np.ndarray:
 
     logits (V, F, H, W) are pre-sigmoid scores; gt (V, F, H, W) masks (nonzero = sounding);
     valid (V, F) marks the frames that have a ground-truth mask (default: all). Frames with
-    valid False are left out of the video's mean.
+    valid False are left out of the video's mean. The sigmoid runs in the logits' dtype
+    (float64 stays, others become float32), as in the official code; the IoU is float32 there
+    whatever the logits (its masks are float32).
     """
     logits, gt, valid = _avs_inputs(logits, gt, valid)
-    # sigmoid in float32 first, as the official code: tiny positive logits give exactly 0.5
+    # in float32 a tiny positive logit (1e-9) gives exactly 0.5, which is not > 0.5
     pred = torch.sigmoid(logits) > 0.5
     inter = (pred & gt).sum((-2, -1))
     union = (pred | gt).sum((-2, -1))
@@ -234,13 +280,16 @@ def avs_fscore(logits, gt, valid=None, beta2: float = BETA2) -> np.ndarray:
 
     Inputs as avs_miou. Per video: the F curves over 255 thresholds (prob >= thr) of the
     valid frames with a non-empty mask are averaged, then the best threshold is taken. A
-    video with no such frame scores 0 and still counts in the mean. Intermediates are
-    (V, F, H*W) int64: pass a batch of videos at a time.
+    video with no such frame scores 0 and still counts in the mean. The probabilities are
+    compared with the float32 thresholds in the logits' dtype (as avs_miou); precision,
+    recall and F are float32, as in the official code. Intermediates are (V, F, H*W) int64:
+    pass a batch of videos at a time.
     """
     logits, gt, valid = _avs_inputs(logits, gt, valid)
-    prob = torch.sigmoid(logits).flatten(2)  # (V, F, P), float32
+    prob = torch.sigmoid(logits).flatten(2)  # (V, F, P), float32 or float64
     hit = gt.flatten(2)
-    n_pass = torch.bucketize(prob, AVS_THRESHOLDS, right=True)  # thresholds <= prob
+    # thresholds <= prob; float32 thresholds widened exactly where prob is float64
+    n_pass = torch.bucketize(prob, AVS_THRESHOLDS.to(prob.dtype), right=True)
     num = len(AVS_THRESHOLDS)
     n_pred = _count_at_least(n_pass, num).float()  # (V, F, 255)
     tp = _count_at_least(torch.where(hit, n_pass, 0), num).float()
@@ -310,15 +359,17 @@ def avss_scores(pred_classes, gt_classes, num_classes: int = AVSS_NUM_CLASSES
 def avqa_accuracy(pred_answers: Sequence, gt_answers: Sequence, types: Sequence[str]
                   ) -> dict[str, float]:
     """Accuracy per question type ("Audio/Counting"), per group ("Audio", "Visual",
-    "Audio-Visual": the group's questions pooled) and "All". Absent types/groups are left
-    out."""
+    "Audio-Visual": the group's questions pooled) and "All". Only the 9 official types
+    (AVQA_TYPES) have an entry and count in their group; a question of any other type counts
+    in "All" only, as in the official test. Absent types/groups are left out."""
     correct = np.array([p == g for p, g in zip(pred_answers, gt_answers, strict=True)], bool)
-    types = [str(t) for t in types]
+    types = np.array([str(t) for t in types], dtype=object)
     if len(types) != len(correct):
-        raise ValueError("one type per question")
-    groups = [t.split("/")[0] for t in types]
-    types, groups = np.array(types, dtype=object), np.array(groups, dtype=object)
-    out = {t: float(correct[types == t].mean()) for t in dict.fromkeys(types)}
-    out |= {g: float(correct[groups == g].mean()) for g in dict.fromkeys(groups)}
+        raise ValueError(f"one type per question: {len(types)} types for {len(correct)} questions")
+    official = np.isin(types, AVQA_TYPES)
+    groups = np.array([t.split("/")[0] for t in types], dtype=object)
+    out = {t: float(correct[types == t].mean()) for t in dict.fromkeys(types[official])}
+    for g in dict.fromkeys(groups[official]):
+        out[g] = float(correct[official & (groups == g)].mean())
     out["All"] = float(correct.mean())
     return out

@@ -8,8 +8,9 @@ line with an optional `,class`: unannotated training clips (split "train", no bo
 self-supervised localisation loss.
 
 The annotated frame is the middle second's frame: second T // 2 = 5 (the frame nearest 5.5 s).
-Targets per clip: boxes (B, 4) float32 (B = most boxes of an entry in the file, 7 in the real
-one; zero-padded), every coordinate clipped to [0, 1]; box_count () int8; frame_index () int16;
+Targets per clip: boxes (B, 4) float64, the file's values exactly (float32 would move a pixel of
+the official int(224 * c) where 224 * c is whole; B = most boxes of an entry in the file, 7 in the
+real one; zero-padded), every coordinate clipped to [0, 1]; box_count () int8; frame_index () int16;
 class_index () int16 (in vocab.VGGSS_CLASSES, -1 where unknown: train clips without a class);
 tokens (2,) int32 = [t_frame, class].
 Quirks counted: garbage_coordinates (boxes with a coordinate outside [0, 1], e.g. -2.9e16:
@@ -39,7 +40,7 @@ def clean_boxes(boxes: list, quirks: Counter) -> np.ndarray:
     quirks["garbage_coordinates"] += int(((b < 0) | (b > 1)).any(axis=1).sum())
     b = np.clip(b, 0.0, 1.0)
     quirks["degenerate_boxes"] += int(((b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])).sum())
-    return b.astype(np.float32)
+    return b
 
 
 def class_index(name: str | None, where: str) -> int:
@@ -61,7 +62,7 @@ def box_list(value: list) -> list:
 
 
 def clip(root: Path, cfg: DatasetsConfig, file: str, split: str, cls: int, boxes: np.ndarray, n_max: int) -> Clip:
-    padded = np.zeros((n_max, 4), np.float32)
+    padded = np.zeros((n_max, 4), np.float64)
     padded[: len(boxes)] = boxes
     targets = {"boxes": padded, "box_count": np.int8(len(boxes)), "frame_index": np.int16(FRAME),
                "class_index": np.int16(cls),

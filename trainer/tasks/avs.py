@@ -109,8 +109,9 @@ def decode(outputs: dict[str, Tensor], size: int = 224) -> dict[str, Tensor]:
     AVSS: mask_classes (B, T, size, size) long (metrics.avss_class_sums)."""
     logits = outputs["mask_logits"]
     B, T = logits.shape[:2]
-    up = F.interpolate(logits.flatten(0, 1).float(), size=(size, size), mode="bilinear",
-                       align_corners=False).view(B, T, -1, size, size)
+    # float32 (bf16 / fp16 outputs widened); float64 logits stay float64, as the metrics score them
+    up = F.interpolate(logits.flatten(0, 1).to(torch.promote_types(logits.dtype, torch.float32)),
+                       size=(size, size), mode="bilinear", align_corners=False).view(B, T, -1, size, size)
     if up.shape[2] == 1:
         return {"mask_logits": up[:, :, 0]}
     return {"mask_classes": up.argmax(2)}
