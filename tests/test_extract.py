@@ -35,7 +35,7 @@ def test_good_clips_are_done_and_each_bad_one_is_reported(bad_dir, tmp_path):
     for name in FEATURES:
         assert fs.group[name].chunks[0] == 1                          # one clip per chunk
         assert np.isfinite(fs.read(name, done).astype(np.float32)).all()
-        assert not np.any(fs.read(name, np.flatnonzero(fs.status() == FAILED)))   # untouched
+        assert np.isnan(fs.read(name, np.flatnonzero(fs.status() == FAILED))).all()   # untouched: fill value NaN
     assert fs.read("visual", done).shape == (2, 10, 64) and fs.read("patches", done).shape == (2, 10, 16, 64)
     assert fs.random_weights and fs.attrs["features"]["encoders"]["clip"]["weights"] == "random"
     # a rerun skips the done clips and does not retry the failed ones unless asked

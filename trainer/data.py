@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.store import FeatureStore, StoreError
+from pipeline.store import FeatureStore, StoreError, damage_message
 from pipeline.vocab import TASKS as PROMPT_ORDER
 
 HEADS = {"ave": "ave", "llp": "llp", "vggss": "vggss", "avs-s4": "avs", "avs-ms3": "avs", "avss": "avs",
@@ -99,8 +99,14 @@ class TaskStore:
 
 
 def open_task(task: str, path: Path | str) -> TaskStore:
+    """One task's store, refused when one of its done clips is damaged: a chunk file missing, or of
+    another size than when it was written (FeatureStore.check, one stat a chunk). A chunk whose
+    bytes changed fails later, at its read, with a StoreError naming the clip."""
     fs = FeatureStore(path)
     attrs = fs.attrs
+    damage = fs.check()
+    if damage:
+        raise StoreError(damage_message(fs.path, damage))
     if attrs.get("task", attrs.get("dataset")) not in (task, None):
         raise StoreError(f"{path}: holds {attrs.get('task')!r}, not {task!r}")
     if task not in HEADS:
