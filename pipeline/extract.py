@@ -306,23 +306,36 @@ def _by_clip(damage: list[Damage]) -> dict[str, str]:
 
 def prepare_repair(store: FeatureStore) -> dict[str, str]:
     """Verify every chunk of the done clips (store.verify) and make the damaged ones extracted
-    again: a clip with a damaged feature chunk goes back to pending (this run re-extracts it);
-    damaged targets or shared/ arrays of a dataset store clear its targets fingerprint, so that
-    write_targets rewrites them; unreadable records (checks/) are remade from the chunks that
-    decode. Returns {clip id or array: what was damaged}."""
+    again: a clip with a damaged feature chunk or length goes back to pending (this run
+    re-extracts it); damaged targets or shared/ arrays of a dataset store clear its targets
+    fingerprint, so that write_targets rewrites them; unreadable records (checks/) are remade
+    from the chunks that decode. An unreadable `status` or `length` array is rewritten empty and
+    every clip (every done clip) extracted again, the failed ones staying failed. Returns {clip
+    id or array: what was damaged}."""
+    repaired = {}
+    try:
+        store.status()
+    except StoreError as err:         # which clips were done is lost
+        store.reset_small("status")
+        store.mark_failed({store.index(c): reason for c, reason in store.failures.items()})
+        repaired["status"] = f"{err}; every clip is extracted again"
     damage = store.verify()
     records = f"{CHECKS}/"
     for name in {d.array[len(records):] for d in damage if d.array.startswith(records)}:
         store.rebuild_records(name, skip={d.index for d in damage if d.array == name})
-    features = set(store.feature_arrays)
-    rest = [d for d in damage if d.array not in features and not d.array.startswith(records)]
+    redo = set(store.feature_arrays) | {"length"}
+    clips = {d.index for d in damage if d.index >= 0 and d.array in redo}
+    if any(d.array == "length" and d.index < 0 for d in damage):
+        store.reset_small("length")   # the lengths are lost: every done clip is extracted again
+        clips |= {int(i) for i in store.done()}
+    rest = [d for d in damage if d.array not in redo and not d.array.startswith(records)]
     if rest and "targets_fingerprint" not in store.attrs:
         raise StoreError(damage_message(store.path, rest) + "; but these arrays were not made by `avu extract` "
                          "(no targets fingerprint), so --repair cannot remake them")
     if rest:
         store.set_attrs(targets_fingerprint=None)      # extract_dataset rewrites every target
-    store.mark_pending(sorted({d.index for d in damage if d.index >= 0 and d.array in features}))
-    return _by_clip(damage)
+    store.mark_pending(sorted(clips))
+    return {**repaired, **_by_clip(damage)}
 
 
 def _batches(todo: list[int], size: int) -> list[list[int]]:

@@ -274,7 +274,8 @@ class FeatureStore:
         try:
             return arr[...]
         except Exception as err:
-            raise StoreError(f"{self.path}: array {name!r} is damaged ({type(err).__name__}: {err})") from None
+            raise StoreError(f"{self.path}: array {name!r} is damaged ({type(err).__name__}: {err}); the same "
+                             f"`avu extract` command with --repair remakes it") from None
 
     def clip(self, i: int) -> dict[str, np.ndarray]:
         """Every per-clip array of clip `i`."""
@@ -285,12 +286,15 @@ class FeatureStore:
         """The file holding clip i's chunk of array `name`."""
         if name not in self._chunk_keys:
             arr = self.group[name]
-            probe = "918273645"                # any chunk key encoding writes the index in decimal
-            key = arr.metadata.encode_chunk_key((int(probe),) + (0,) * (arr.ndim - 1))
-            head, _, tail = key.partition(probe)
-            self._chunk_keys[name] = (self.path / arr.path, head, tail)
+            if arr.ndim == 0:
+                self._chunk_keys[name] = (self.path / arr.path, arr.metadata.encode_chunk_key(()), None)
+            else:
+                probe = "918273645"            # any chunk key encoding writes the index in decimal
+                key = arr.metadata.encode_chunk_key((int(probe),) + (0,) * (arr.ndim - 1))
+                head, _, tail = key.partition(probe)
+                self._chunk_keys[name] = (self.path / arr.path, head, tail)
         base, head, tail = self._chunk_keys[name]
-        return base / f"{head}{i}{tail}"
+        return base / (head if tail is None else f"{head}{i}{tail}")
 
     def _measure(self, name: str, indices) -> np.ndarray:
         """(bytes, CRC-32) of each clip's stored chunk of `name`; (0, 0) where there is none."""
@@ -304,82 +308,92 @@ class FeatureStore:
         return out
 
     def records(self, name: str) -> np.ndarray | None:
-        """checks/<name>: (N, 2) bytes and CRC-32 of each clip's chunk, or None (not recorded)."""
+        """checks/<name>: (rows, 2) bytes and CRC-32 of each clip's chunk (of the one chunk of a
+        shared/ array), or None where it has none (a store made before the records)."""
         key = f"{CHECKS}/{name}"
-        if CHECKS not in self.group or name not in self.group[CHECKS]:
-            return None
-        return self._read_whole(key)
+        return self._read_whole(key) if key in self.group else None
 
     def _record(self, name: str, indices, values: np.ndarray) -> None:
         """Driver: store the records of clips `indices` (creating checks/<name> if absent)."""
         if not len(indices):
             return
         key = f"{CHECKS}/{name}"
-        arr = self.group[key] if CHECKS in self.group and name in self.group[CHECKS] else \
-            _create_checks(self.group, name, len(self))
+        arr = self.group[key] if key in self.group else \
+            _create_checks(self.group, name, 1 if name.startswith("shared/") else len(self))
         arr.set_orthogonal_selection((np.asarray(indices, dtype=np.int64), slice(None)),
                                      np.asarray(values, dtype=np.int64))
 
     def check(self, full: bool = False, indices=None, arrays=None) -> list[Damage]:
-        """Damaged chunks of the done clips (or of `indices`), in the per-clip arrays (or
-        `arrays`). Quick (default): every chunk file is there with the byte count recorded when it
-        was written (one stat a chunk). full: also the CRC-32 of its bytes, and a decode of each
-        chunk that has no record, of the shared/ arrays and of the records themselves."""
+        """Damaged chunks of the done clips (or of `indices`) in the per-clip arrays (or `arrays`),
+        and of the shared/ arrays. Quick (default): every chunk file is there with the byte count
+        recorded when it was written (one stat a chunk), and every done clip has a length. full:
+        also the CRC-32 of the bytes, and a decode of each chunk that has no record."""
         clips = self.done() if indices is None else np.asarray(indices, dtype=np.int64)
         features = set(self.feature_arrays)
         damage: list[Damage] = []
-        for name in (self.per_clip_arrays() if arrays is None else arrays):
+        names = self.per_clip_arrays() if arrays is None else list(arrays)
+        shared = [f"shared/{n}" for n, _ in self._shared_arrays()] if arrays is None else []
+        for name in names + shared:
             try:
                 rec = self.records(name)
             except StoreError as err:
                 damage.append(Damage(f"{CHECKS}/{name}", f"records unreadable ({err})"))
                 rec = None
-            arr = self.group[name]
-            for i in clips:
+            arr, per_clip = self.group[name], name in names
+            for i in (clips if per_clip else [0]):
                 i = int(i)
-                nbytes, crc = (int(rec[i, 0]), int(rec[i, 1])) if rec is not None else (UNRECORDED, 0)
-                file = self._chunk_file(name, i)
-                try:
-                    data = file.read_bytes() if full else None
-                    size = len(data) if full else os.stat(file).st_size
-                except FileNotFoundError:
-                    size = None
-                reason = None
-                if nbytes > 0:
-                    if size is None:
-                        reason = "chunk file missing"
-                    elif size != nbytes:
-                        reason = f"chunk file is {size} bytes, {nbytes} were written (truncated or overwritten)"
-                    elif full and zlib.crc32(data) != crc:
-                        reason = "chunk bytes changed (CRC-32 differs from the one recorded)"
-                elif nbytes == NO_CHUNK:
-                    if size is not None:
-                        reason = f"a chunk file of {size} bytes where none was written"
-                elif name in features and size is None:
-                    reason = "chunk file missing (no record of this clip: the store predates the records)"
-                elif full and size is not None:
-                    try:
-                        arr[i]
-                    except Exception as err:
-                        reason = f"chunk does not decode ({type(err).__name__}: {err})"
+                reason = self._check_chunk(arr, name, i, None if rec is None else rec[i], full, name in features)
                 if reason:
-                    damage.append(Damage(name, f"{reason}: {file}", i, self.clip_ids[i]))
-        if full and arrays is None:
-            for name in sorted(SMALL + tuple(f"shared/{n}" for n, _ in self._shared_arrays())):
-                if name in self.group:
-                    try:
-                        self._read_whole(name)
-                    except StoreError as err:
-                        damage.append(Damage(name, str(err)))
+                    damage.append(Damage(name, reason, i, self.clip_ids[i]) if per_clip else Damage(name, reason))
+        if arrays is None and "length" in self.group:
+            try:
+                length = self._read_whole("length")
+            except StoreError as err:
+                return damage + [Damage("length", str(err))]
+            for i in np.intersect1d(clips, self.done()):
+                if length[i] <= 0:
+                    damage.append(Damage("length", f"a done clip of length {length[i]} (the length chunk lost?)",
+                                         int(i), self.clip_ids[i]))
         return damage
 
+    def _check_chunk(self, arr, name: str, i: int, rec, full: bool, feature: bool) -> str | None:
+        """What is wrong with chunk i of `name` (None: nothing found), given its record."""
+        nbytes, crc = (int(rec[0]), int(rec[1])) if rec is not None else (UNRECORDED, 0)
+        file = self._chunk_file(name, i)
+        try:
+            data = file.read_bytes() if full else None
+            size = len(data) if full else os.stat(file).st_size
+        except FileNotFoundError:
+            size = None
+        reason = None
+        if nbytes > 0:
+            if size is None:
+                reason = "chunk file missing"
+            elif size != nbytes:
+                reason = f"chunk file is {size} bytes, {nbytes} were written (truncated or overwritten)"
+            elif full and zlib.crc32(data) != crc:
+                reason = "chunk bytes changed (CRC-32 differs from the one recorded)"
+        elif nbytes == NO_CHUNK:
+            if size is not None:
+                reason = f"a chunk file of {size} bytes where none was written"
+        elif feature and size is None:       # unrecorded: a feature chunk is never all fill
+            reason = "chunk file missing (no record of this clip: the store predates the records)"
+        elif full and size is not None:
+            try:
+                arr[i] if arr.ndim else arr[...]
+            except Exception as err:
+                reason = f"chunk does not decode ({type(err).__name__}: {err})"
+        return f"{reason}: {file}" if reason else None
+
     def rebuild_records(self, name: str, skip: set[int] = frozenset()) -> None:
-        """Driver (--repair): checks/<name> remade from the chunks of the done clips not in
-        `skip` (those found damaged; their clips are extracted again and recorded then)."""
+        """Driver (--repair): checks/<name> remade from the chunks of the done clips (for a
+        shared/ array: its one chunk) not in `skip` (those found damaged, which are written again
+        and recorded then)."""
         key = f"{CHECKS}/{name}"
-        if CHECKS in self.group and name in self.group[CHECKS]:
+        if key in self.group:
             del self.group[key]
-        keep = [int(i) for i in self.done() if int(i) not in skip]
+        keep = [0] if name.startswith("shared/") else [int(i) for i in self.done()]
+        keep = [i for i in keep if i not in skip]
         self._record(name, keep, self._measure(name, keep))
 
     def verify(self) -> list[Damage]:
@@ -432,6 +446,11 @@ class FeatureStore:
         status[list(indices)] = PENDING
         self.group["status"][:] = status
 
+    def reset_small(self, name: str) -> None:
+        """Driver (--repair): rewrite an unreadable SMALL array with its fill value (no clip done)."""
+        arr = self.group[name]
+        arr[...] = np.full(arr.shape, arr.metadata.fill_value, arr.dtype)
+
     def mark_failed(self, reasons: dict[int, str]) -> None:
         if not reasons:
             return
@@ -445,7 +464,8 @@ class FeatureStore:
     def put(self, name: str, values: np.ndarray, per_clip: bool = True) -> None:
         """Write a whole array from the driver (targets, ground truth, text embeddings),
         replacing one of the same name. Per-clip arrays (first axis = clips) live at the top
-        level, chunked one clip per chunk, and are recorded (checks/); other arrays under `shared/`."""
+        level, chunked one clip per chunk; other arrays under `shared/`, one chunk. Both are
+        recorded (checks/<name>, checks/shared/<name>)."""
         values = np.asarray(values)
         if per_clip and (values.ndim == 0 or len(values) != len(self)):
             raise StoreError(f"{name}: per-clip array needs {len(self)} rows, got shape {values.shape}")
@@ -453,13 +473,11 @@ class FeatureStore:
         arr = self.group.create_array(key, shape=values.shape, dtype=values.dtype, overwrite=True,
                                       chunks=(1, *values.shape[1:]) if per_clip else values.shape,
                                       compressors=_codecs(), fill_value=_fill(values.dtype) if per_clip else 0)
-        if per_clip:
-            _create_checks(self.group, name, len(self))     # the old records go with the old array
+        _create_checks(self.group, key, len(self) if per_clip else 1)   # the old records go with the old array
         arr[...] = values
-        if per_clip:
-            self._chunk_keys.pop(name, None)
-            every = np.arange(len(self))
-            self._record(name, every, self._measure(name, every))
+        self._chunk_keys.pop(key, None)
+        rows = np.arange(len(self) if per_clip else 1)
+        self._record(key, rows, self._measure(key, rows))
 
     def shared(self, name: str) -> np.ndarray:
         """A non-per-clip array written with put(per_clip=False), e.g. text embeddings."""
