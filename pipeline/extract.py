@@ -272,7 +272,7 @@ def open_or_create(out: Path, clip_ids: list[str], sources: list[str], cfg: Extr
     features = {**{k: getattr(cfg, k) for k in FEATURE_KEYS}, "encoders": provenance}
     if (out / "zarr.json").exists() and not half_made(out):     # create() restarts a half-made one
         store = FeatureStore(out, mode="r+")
-        if store.clip_ids != clip_ids:
+        if store.clip_ids != clip_ids:      # a group without clip_ids: StoreError (never deleted)
             raise StoreError(f"{out} holds another list of clips ({len(store)} vs {len(clip_ids)} now): "
                              f"extract into a new --out, or delete it")
         old = store.attrs.get("features", {})
@@ -363,7 +363,9 @@ def run_extract(
     sources = [v if isinstance(v, dict) else str(Path(v).resolve()) for v in videos]
     store = open_or_create(out, clip_ids, sources, cfg, provenance, extra_attrs)
     repaired = prepare_repair(store) if cfg.repair else {}
-    damaged = {} if cfg.repair else _by_clip(store.check(arrays=store.feature_arrays))
+    # targets half-written by a killed run (fingerprint None) are rewritten whole after the clips
+    rewriting = "targets_fingerprint" in store.attrs and store.attrs["targets_fingerprint"] is None
+    damaged = {} if cfg.repair else _by_clip(store.check(arrays=store.feature_arrays if rewriting else None))
     status, old_failures = store.status(), store.failures
     todo = [i for i, s in enumerate(status) if s == PENDING or (s == FAILED and cfg.retry_failed)]
     summary = Summary(total=len(clip_ids), skipped=int((status == DONE).sum()),

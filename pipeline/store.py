@@ -182,7 +182,9 @@ class FeatureStore:
         if self._ids is None:
             if "clip_ids" not in self.group.attrs:
                 raise StoreError(f"{self.path}: a half-made store (no clip_ids: its creation was interrupted); "
-                                 f"run the same `avu extract` command again to restart it")
+                                 f"run the same `avu extract` command again to restart it" if half_made(self.path)
+                                 else f"{self.path}: a Zarr group that holds data but no clip_ids: not an avu "
+                                 f"feature store; move it away or choose another --out")
             self._ids = list(self.group.attrs["clip_ids"])
         return self._ids
 
