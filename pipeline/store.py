@@ -42,6 +42,7 @@ from __future__ import annotations
 import os
 import shutil
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,7 @@ FEATURE_ARRAYS = ("audio", "visual", "patches")   # the workers' arrays in store
 CHECKS = "checks"              # group of the per-clip records (bytes, CRC-32)
 UNRECORDED, NO_CHUNK = -1, 0   # record values of the byte count
 CHECK_ROWS = 1024              # clips per chunk of a record array: mark_done rewrites one or two
+STAT_BATCH, STAT_THREADS = 4096, 8   # the quick check's stats, in parallel
 REPAIR_HINT = ("list them all with `avu info --verify {path}`; the same `avu extract` command with "
                "--repair re-extracts them")
 
@@ -84,6 +86,17 @@ def damage_message(path: Path, damage: list[Damage], shown: int = 3) -> str:
     more = f"; and {len(damage) - shown} more" if len(damage) > shown else ""
     return (f"{path}: damaged store ({len(damage)} damaged chunk(s), {len(clips)} done clip(s)): {listed}{more}. "
             + REPAIR_HINT.format(path=path))
+
+
+def _sizes(files: list[str]) -> np.ndarray:
+    """Each file's size; -1 where there is none."""
+    out = np.empty(len(files), np.int64)
+    for k, file in enumerate(files):
+        try:
+            out[k] = os.stat(file).st_size
+        except FileNotFoundError:
+            out[k] = -1
+    return out
 
 
 def _codecs(level: int = 3) -> list:
@@ -129,6 +142,8 @@ def create(
         raise StoreError(f"{path}: no clips to store")
     if half_made(path):
         shutil.rmtree(path)
+    if (path / "zarr.json").exists():
+        raise StoreError(f"{path}: a store exists there already")
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise StoreError(f"{path}: exists and is not an avu feature store; move it away or choose another --out")
     tmp = building_path(path)
@@ -342,7 +357,10 @@ class FeatureStore:
                 damage.append(Damage(f"{CHECKS}/{name}", f"records unreadable ({err})"))
                 rec = None
             arr, per_clip = self.group[name], name in names
-            for i in (clips if per_clip else [0]):
+            rows = clips if per_clip else np.zeros(1, np.int64)
+            if not full:                        # one stat a chunk; reasons only where sizes disagree
+                rows = rows[self._suspect(name, rows, rec, name in features)]
+            for i in rows:
                 i = int(i)
                 reason = self._check_chunk(arr, name, i, None if rec is None else rec[i], full, name in features)
                 if reason:
@@ -357,6 +375,22 @@ class FeatureStore:
                     damage.append(Damage("length", f"a done clip of length {length[i]} (the length chunk lost?)",
                                          int(i), self.clip_ids[i]))
         return damage
+
+    def _suspect(self, name: str, rows: np.ndarray, rec, feature: bool) -> np.ndarray:
+        """Mask of the rows whose chunk file's size (or absence) disagrees with the record."""
+        self._chunk_file(name, 0)
+        base, head, tail = self._chunk_keys[name]
+        prefix = f"{base}/{head}"
+        files = [prefix if tail is None else f"{prefix}{i}{tail}" for i in rows.tolist()]
+        parts = [files[k:k + STAT_BATCH] for k in range(0, len(files), STAT_BATCH)]
+        if len(parts) > 1:                      # stat waits on the filesystem (network ones: ~1 ms)
+            with ThreadPoolExecutor(STAT_THREADS) as pool:
+                sizes = np.concatenate(list(pool.map(_sizes, parts)))
+        else:
+            sizes = _sizes(files)
+        nbytes = rec[rows, 0] if rec is not None else np.full(len(rows), UNRECORDED)
+        return (((nbytes > 0) & (sizes != nbytes)) | ((nbytes == NO_CHUNK) & (sizes >= 0))
+                | ((nbytes == UNRECORDED) & feature & (sizes < 0)))
 
     def _check_chunk(self, arr, name: str, i: int, rec, full: bool, feature: bool) -> str | None:
         """What is wrong with chunk i of `name` (None: nothing found), given its record."""

@@ -28,6 +28,10 @@ Decisions (the paper is silent):
   uses the training statistics). An affine map the input projections could learn, but features
   of random-weight VGGish are ~0.005 in size, which Adam at lr 1e-4 takes long to scale up.
   `standardise=false` feeds the raw features (HAN does).
+- A damaged store is refused: open_task runs FeatureStore.check (every chunk file of every done
+  clip there, of the size recorded when it was written: one stat a chunk, ~0.8 s for an
+  LLP-sized store of 71k chunks), and a chunk whose bytes changed fails its read (the CRC32C in
+  every chunk) with a StoreError naming the store, the array and the clip.
 - Batches are read whole: one orthogonal read per array of the sorted unique clips (a clip's
   arrays are one chunk each), so a loader process decodes each chunk once. Features stay
   float16 until they reach the device; LLP (no SPM) never reads patches. Where clips repeat in
