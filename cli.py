@@ -205,6 +205,7 @@ def info(
 
     try:
         fs = FeatureStore(store)
+        len(fs)                                        # no clip_ids (half-made): StoreError
         attrs, status = fs.attrs, fs.status()
     except StoreError as err:
         _fail(str(err))

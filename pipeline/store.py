@@ -181,7 +181,10 @@ class FeatureStore:
         try:
             self.group = zarr.open_group(str(self.path), mode=mode)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-            raise StoreError(f"{self.path}: no avu feature store here") from None
+            tmp = building_path(self.path)
+            raise StoreError(f"{self.path}: no avu feature store here" + (
+                f" (its creation in {tmp} was interrupted: run the same `avu extract` command again)"
+                if tmp.exists() else "")) from None
         except Exception as err:
             raise StoreError(f"{self.path}/zarr.json: unreadable ({type(err).__name__}: {err})") from None
         self._ids: list[str] | None = None

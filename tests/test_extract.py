@@ -81,6 +81,9 @@ def test_dask_workers_give_the_in_process_result(timecode_dir, tmp_path):
     _extract(timecode_dir, tmp_path / "b.zarr", clips_per_task=1, workers=2)
     a, b = FeatureStore(tmp_path / "a.zarr"), FeatureStore(tmp_path / "b.zarr")
     assert np.array_equal(a.status(), b.status()) and np.all(b.status() == DONE)
+    for name in FEATURES:      # the workers' chunk records came back to the driver with the clips
+        assert np.array_equal(a.records(name)[:, 0] > 0, b.records(name)[:, 0] > 0) and (b.records(name)[:, 0] > 0).all()
+    assert b.verify() == []
     for name in FEATURES + ("length",):
         assert np.allclose(a.read(name, slice(None)).astype(np.float32),
                            b.read(name, slice(None)).astype(np.float32), atol=2e-3), name
@@ -119,7 +122,7 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(timecode_dir, tmp_pat
     whole = subprocess.run(cmd[:7] + [str(tmp_path / "whole.zarr")] + cmd[8:], cwd=REPO, capture_output=True)
     assert whole.returncode == 0
     a, b = FeatureStore(out), FeatureStore(tmp_path / "whole.zarr")
-    assert np.all(a.status() == DONE)
+    assert np.all(a.status() == DONE) and a.verify() == []
     for name in FEATURES + ("length",):
         assert np.array_equal(a.read(name, slice(None)), b.read(name, slice(None))), name
 

@@ -281,3 +281,14 @@ def test_a_group_with_data_that_is_not_a_store_is_never_deleted(one_clip, tmp_pa
     with pytest.raises(StoreError, match="not an avu feature store"):
         _extract(folder, out)
     assert list(zarr.open_group(str(out), mode="r")["mine"][:]) == [1, 2, 3]
+
+
+def test_training_refuses_a_store_whose_targets_are_half_written(tmp_path):
+    """write_targets clears the fingerprint first: a run stopped there left targets half-made."""
+    from .fake_stores import make_store
+
+    path = make_store(tmp_path, "ave", n=8)
+    assert open_task("ave", path).n("train") == 4
+    FeatureStore(path, mode="r+").set_attrs(targets_fingerprint=None)
+    with pytest.raises(StoreError, match="half-written"):
+        open_task("ave", path)

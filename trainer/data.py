@@ -108,6 +108,9 @@ def open_task(task: str, path: Path | str) -> TaskStore:
     bytes changed fails later, at its read, with a StoreError naming the clip."""
     fs = FeatureStore(path)
     attrs = fs.attrs
+    if "targets_fingerprint" in attrs and attrs["targets_fingerprint"] is None:
+        raise StoreError(f"{path}: its targets are half-written (an `avu extract` run stopped while writing "
+                         f"them); run the same command again to finish them")
     damage = fs.check()
     if damage:
         raise StoreError(damage_message(fs.path, damage))
