@@ -24,11 +24,12 @@ A done clip is provably whole:
 - checks/<a>[i] = (bytes, CRC-32) of clip i's stored chunk of array <a>, measured after it was
   written: by the worker for the features (returned with the clip and written by the driver
   with mark_done, before `status`), by the driver for the arrays it writes itself (put,
-  write_clip of targets). -1 bytes: not recorded (clips not done; stores made before the
+  write_clip of targets, recorded at its next put or set_attrs). -1 bytes: not recorded (clips not done; stores made before the
   records existed); 0: no chunk (all fill value, which zarr does not store).
 - Float per-clip arrays have the fill value NaN, so a missing chunk cannot pass for data.
 - check() compares the size of every chunk file of every done clip with its record (one stat
-  a chunk: training and `avu info` run it at open); verify() also compares the bytes' CRC-32
+  a chunk: training and `avu info` run it at open) and sees that every done clip has a
+  length; verify() also compares the bytes' CRC-32
   (`avu info --verify`, `avu extract --repair`). For clips without records (old stores) they
   can tell a missing feature chunk (a feature chunk is never all fill) and a chunk that does
   not decode, not bytes that changed but still decode, nor a missing all-zero target chunk.
@@ -189,6 +190,7 @@ class FeatureStore:
             raise StoreError(f"{self.path}/zarr.json: unreadable ({type(err).__name__}: {err})") from None
         self._ids: list[str] | None = None
         self._chunk_keys: dict[str, tuple[Path, str, str]] = {}
+        self._pending: dict[str, dict[int, tuple[int, int]]] = {}   # driver's write_clip records, unwritten
 
     # -- metadata
     @property
@@ -330,6 +332,7 @@ class FeatureStore:
     def records(self, name: str) -> np.ndarray | None:
         """checks/<name>: (rows, 2) bytes and CRC-32 of each clip's chunk (of the one chunk of a
         shared/ array), or None where it has none (a store made before the records)."""
+        self.flush_records()
         key = f"{CHECKS}/{name}"
         return self._read_whole(key) if key in self.group else None
 
@@ -348,6 +351,7 @@ class FeatureStore:
         and of the shared/ arrays. Quick (default): every chunk file is there with the byte count
         recorded when it was written (one stat a chunk), and every done clip has a length. full:
         also the CRC-32 of the bytes, and a decode of each chunk that has no record."""
+        self.flush_records()
         clips = self.done() if indices is None else np.asarray(indices, dtype=np.int64)
         features = set(self.feature_arrays)
         damage: list[Damage] = []
@@ -445,8 +449,9 @@ class FeatureStore:
     # -- writing (workers: write_clip; driver: the rest)
     def write_clip(self, i: int, values: dict[str, np.ndarray]) -> dict[str, tuple[int, int]]:
         """Write clip i's chunks; returns each one's (bytes, CRC-32) as stored. Those of the
-        feature arrays go back to the driver (mark_done records them); the driver's own arrays
-        (targets) are recorded here, since only the driver writes them."""
+        feature arrays go back to the driver (mark_done records them); those of the driver's own
+        arrays (targets: only the driver writes them) are kept and recorded at the next put,
+        set_attrs, mark_done or check (flush_records): one write for all clips, not one each."""
         checks = {}
         for name, value in values.items():
             if name in SMALL:
@@ -456,14 +461,21 @@ class FeatureStore:
         features = set(self.feature_arrays)
         for name, value in checks.items():
             if name not in features:
-                self._record(name, [i], [value])
+                self._pending.setdefault(name, {})[int(i)] = value
         return checks
+
+    def flush_records(self) -> None:
+        """Driver: write the records kept by write_clip."""
+        pending, self._pending = self._pending, {}
+        for name, rows in pending.items():
+            self._record(name, list(rows), list(rows.values()))
 
     def mark_done(self, indices: list[int], lengths: list[int],
                   checks: list[dict[str, tuple[int, int]]] | None = None) -> None:
         """Driver: clips done, with their lengths and (from write_clip) their chunks' records."""
         if not indices:
             return
+        self.flush_records()
         for name in sorted({n for c in checks or () for n in c}):   # records, lengths, then status
             rows = [(i, c[name]) for i, c in zip(indices, checks) if name in c]
             self._record(name, [i for i, _ in rows], [v for _, v in rows])
@@ -505,6 +517,7 @@ class FeatureStore:
         replacing one of the same name. Per-clip arrays (first axis = clips) live at the top
         level, chunked one clip per chunk; other arrays under `shared/`, one chunk. Both are
         recorded (checks/<name>, checks/shared/<name>)."""
+        self.flush_records()
         values = np.asarray(values)
         if per_clip and (values.ndim == 0 or len(values) != len(self)):
             raise StoreError(f"{name}: per-clip array needs {len(self)} rows, got shape {values.shape}")
@@ -523,4 +536,5 @@ class FeatureStore:
         return self._read_whole(f"shared/{name}")
 
     def set_attrs(self, **values) -> None:
+        self.flush_records()            # e.g. targets_fingerprint: set once the targets are recorded
         self.group.attrs.update(values)
