@@ -23,9 +23,10 @@ A done clip is provably whole:
   failure into a StoreError naming the store, the array and the clip.
 - checks/<a>[i] = (bytes, CRC-32) of clip i's stored chunk of array <a>, measured after it was
   written: by the worker for the features (returned with the clip and written by the driver
-  with mark_done, before `status`), by the driver for the arrays it writes itself (put,
-  write_clip of targets, recorded at its next put or set_attrs). -1 bytes: not recorded (clips not done; stores made before the
-  records existed); 0: no chunk (all fill value, which zarr does not store).
+  with mark_done, before `status`), by the driver for the arrays it writes itself (put;
+  write_clip of targets, recorded at the next put or set_attrs). -1 bytes: not recorded (clips
+  not done; stores made before the records existed); 0: no chunk (all fill value, which zarr
+  does not store). checks/shared/<s>: the same for the one chunk of shared/<s>.
 - Float per-clip arrays have the fill value NaN, so a missing chunk cannot pass for data.
 - check() compares the size of every chunk file of every done clip with its record (one stat
   a chunk: training and `avu info` run it at open) and sees that every done clip has a

@@ -82,7 +82,7 @@ def test_dask_workers_give_the_in_process_result(timecode_dir, tmp_path):
     a, b = FeatureStore(tmp_path / "a.zarr"), FeatureStore(tmp_path / "b.zarr")
     assert np.array_equal(a.status(), b.status()) and np.all(b.status() == DONE)
     for name in FEATURES:      # the workers' chunk records came back to the driver with the clips
-        assert np.array_equal(a.records(name)[:, 0] > 0, b.records(name)[:, 0] > 0) and (b.records(name)[:, 0] > 0).all()
+        assert (a.records(name)[:, 0] > 0).all() and (b.records(name)[:, 0] > 0).all()
     assert b.verify() == []
     for name in FEATURES + ("length",):
         assert np.allclose(a.read(name, slice(None)).astype(np.float32),
