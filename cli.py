@@ -58,6 +58,8 @@ def extract(
                                         "(recorded in the store and shown in every output)."),
     download: bool = typer.Option(False, "--download", help="Fetch missing weights from the official URLs."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Retry clips that failed before."),
+    repair: bool = typer.Option(False, "--repair", help="Verify every chunk of the done clips (as `avu info "
+                                "--verify`) and extract the damaged clips, and rewrite damaged targets, again."),
     config: Optional[Path] = typer.Option(None, help="Settings file (default: the shipped stages.yaml)."),
 ) -> None:
     """Decode videos at 1 fps / 16 kHz, run CLIP and VGGish, cache features in a Zarr store.
@@ -74,7 +76,7 @@ def extract(
         _fail("give either --videos DIR, or --dataset NAME with --root DIR")
     flags = {k: v for k, v in {"workers": workers, "scheduler": scheduler}.items() if v is not None}
     flags.update({k: True for k, v in {"random_weights": random_weights, "download": download,
-                                        "retry_failed": retry_failed}.items() if v})
+                                        "retry_failed": retry_failed, "repair": repair}.items() if v})
     try:
         values = parse_overrides(overrides or [])
         names = {f.name for f in dataclasses.fields(DatasetsConfig)} if dataset else set()
@@ -119,7 +121,7 @@ def extract(
                           "run the same command again to resume.")
             raise typer.Exit(130)
     _print_summary(summary, out)
-    if summary.failed or summary.failed_before:
+    if summary.failed or summary.failed_before or summary.damaged:
         raise typer.Exit(1)
 
 
@@ -180,6 +182,13 @@ def _print_summary(summary, out: Path) -> None:
         console.print(f"  [red]✗[/] {clip_id}: {reason}")
     if summary.failed_before and not summary.failed:
         console.print("  (pass --retry-failed to try the failed clips again)")
+    for what, clips in (("repaired", summary.repaired), ("damaged", summary.damaged)):
+        if clips:
+            console.print(f"[yellow]{what}: {len(clips)}[/]" + (" (damaged chunks found and extracted again)"
+                          if what == "repaired" else f" done clips with missing or damaged chunks (run the same "
+                          f"command with --repair; `avu info --verify {out}` lists them)"))
+            for clip_id, reason in list(clips.items())[:20]:
+                console.print(f"  [yellow]![/] {clip_id}: {reason}")
     for clip_id, note in list({**summary.short_audio, **summary.short_picture}.items())[:10]:
         console.print(f"  [yellow]~[/] {clip_id}: {note}")
 
@@ -189,15 +198,26 @@ def _count(clips: dict, what: str) -> str:
 
 
 @app.command()
-def info(store: Path = typer.Argument(..., help="A feature store made by `avu extract`.")) -> None:
-    """What a feature store holds: arrays, provenance, progress and failures."""
+def info(
+    store: Path = typer.Argument(..., help="A feature store made by `avu extract`."),
+    verify: bool = typer.Option(False, "--verify", help="Read every chunk of every done clip and check it against "
+                                "the byte count and CRC-32 recorded when it was written; list the damaged ones "
+                                "(stdout: clip, array, what) and exit 1 if any."),
+) -> None:
+    """What a feature store holds: arrays, provenance, progress, failures and damage.
+
+    Without --verify, a quick check: every chunk file of every done clip is there, of the size
+    recorded when it was written. Exit 1 when a done clip is damaged."""
+    import time
+
     from pipeline.store import DONE, FAILED, FeatureStore, StoreError
 
     try:
         fs = FeatureStore(store)
+        len(fs)                                        # no clip_ids (half-made): StoreError
+        attrs, status = fs.attrs, fs.status()
     except StoreError as err:
         _fail(str(err))
-    attrs, status = fs.attrs, fs.status()
     if fs.random_weights:
         _random_banner()
     table = Table(title=str(store))
@@ -215,6 +235,28 @@ def info(store: Path = typer.Argument(..., help="A feature store made by `avu ex
     _print_uneven(fs, status == DONE)
     for clip_id, reason in list(fs.failures.items())[:20]:
         console.print(f"  [red]✗[/] {clip_id}: {reason}")
+    t0 = time.perf_counter()
+    try:
+        damage = fs.check(full=verify)
+    except StoreError as err:
+        _fail(str(err))
+    seconds = time.perf_counter() - t0
+    unrecorded = [n for n in fs.per_clip_arrays() if fs.records(n) is None]
+    if unrecorded:
+        console.print(f"[yellow]no chunk records[/] for {', '.join(unrecorded)} (a store made before avu recorded "
+                      "them): a missing feature chunk and a chunk that does not decode are found, changed bytes "
+                      "that still decode and a missing all-zero target chunk are not")
+    what = "verify (every chunk read, CRC-32 against the records)" if verify else \
+        "quick check (chunk files present, of the recorded size; --verify reads them)"
+    clips = sorted({d.index for d in damage if d.index >= 0})
+    console.print(f"{what}: {len(clips)} damaged done clip(s), {len(damage)} damaged chunk(s) or arrays "
+                  f"({seconds:.1f} s)")
+    if damage:
+        for d in damage:
+            typer.echo(f"{d.clip_id or '-'}\t{d.array}\t{d.reason}")
+        console.print(f"[red]damaged[/]: the same `avu extract` command with --repair extracts these clips again "
+                      f"(training refuses this store until then)")
+        raise typer.Exit(1)
 
 
 def _print_uneven(fs, done) -> None:

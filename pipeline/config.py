@@ -47,6 +47,7 @@ class ExtractConfig:
     keep_freed_memory: bool = True   # glibc keeps freed encoder activations for the next batch
     pin_workers: bool = True         # local cluster on CPUs: each worker bound to its own cores
     retry_failed: bool = False       # re-run clips that failed before
+    repair: bool = False             # verify every chunk of the done clips; extract the damaged ones again
 
 
 @dataclass

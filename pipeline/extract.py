@@ -4,7 +4,10 @@ A task is a handful of clips. Its worker decodes them in background threads whil
 the ones already decoded (frames of several clips go through CLIP together), writes each
 clip's feature chunks, and returns one result per clip. A bad clip never raises out of a
 task: its reason comes back and the driver records it. The driver is the only writer of
-`status`, `length` and the attributes, and marks a clip done when its task has returned.
+`status`, `length`, `checks/` and the attributes, and marks a clip done when its task has
+returned; each clip's result carries the byte count and CRC-32 of the chunks its worker wrote,
+which the driver records with it (store.py). With `repair`, the driver first verifies every
+chunk of the done clips and extracts the damaged ones again (prepare_repair).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from .encoders import (
     CLIP_URLS, VGGISH_URL, ClipEncoder, VGGishEncoder, WeightsError, clip_preprocess,
     file_sha256, missing_weights_message, precision_dtype,
 )
-from .store import DONE, FAILED, PENDING, FeatureStore, StoreError, create
+from .store import CHECKS, DONE, FAILED, PENDING, Damage, FeatureStore, StoreError, create, damage_message, half_made
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".mpg", ".mpeg"}
 RANDOM_WARNING = "RANDOM-WEIGHT ENCODERS: these features carry no pretrained knowledge"
@@ -60,6 +63,7 @@ class ClipResult:
     error: str = ""
     audio_length: int = 0
     visual_length: int = 0
+    checks: dict[str, tuple[int, int]] = field(default_factory=dict)   # array -> (bytes, CRC-32) written
 
 
 @dataclass
@@ -76,6 +80,8 @@ class Summary:
     startup_seconds: float = 0.0     # starting workers and building their encoders
     shutdown_seconds: float = 0.0    # closing the local Dask cluster
     random_weights: bool = False
+    repaired: dict[str, str] = field(default_factory=dict)   # clip id -> what was damaged (--repair)
+    damaged: dict[str, str] = field(default_factory=dict)    # found by the quick check, not repaired
 
 
 def list_videos(folder: Path) -> list[Path]:
@@ -220,9 +226,9 @@ def process_clips(store_path: str, items: list[tuple[int, str]], cfg: ExtractCon
         try:
             features = _encode(clip, vggish, [d for _, d in ready], cfg.T, cfg.sample_rate)
             for (i, d), values in zip(ready, features):
-                store.write_clip(i, values)
+                checks = store.write_clip(i, values)
                 results.append(ClipResult(i, True, d.length, d.backend, audio_length=d.audio_length,
-                                          visual_length=d.visual_length))
+                                          visual_length=d.visual_length, checks=checks))
         except Exception as err:  # an encoder or write failure fails these clips, not the run
             results.extend(ClipResult(i, False, error=f"encode/write failed: {err}") for i, _ in ready)
         ready.clear()
@@ -269,9 +275,9 @@ def open_or_create(out: Path, clip_ids: list[str], sources: list[str], cfg: Extr
                    provenance: dict, extra_attrs: dict | None = None) -> FeatureStore:
     """The store at `out`, created if absent; refuses to mix clip lists or feature settings."""
     features = {**{k: getattr(cfg, k) for k in FEATURE_KEYS}, "encoders": provenance}
-    if (out / "zarr.json").exists():
+    if (out / "zarr.json").exists() and not half_made(out):     # create() restarts a half-made one
         store = FeatureStore(out, mode="r+")
-        if store.clip_ids != clip_ids:
+        if store.clip_ids != clip_ids:      # a group without clip_ids: StoreError (never deleted)
             raise StoreError(f"{out} holds another list of clips ({len(store)} vs {len(clip_ids)} now): "
                              f"extract into a new --out, or delete it")
         old = store.attrs.get("features", {})
@@ -291,6 +297,50 @@ def open_or_create(out: Path, clip_ids: list[str], sources: list[str], cfg: Extr
         **(extra_attrs or {}),
     }
     return create(out, clip_ids, arrays, attrs, cfg.compression_level)
+
+
+def _by_clip(damage: list[Damage]) -> dict[str, str]:
+    """{clip id (or array, for damage not of one clip): what is damaged}."""
+    out: dict[str, str] = {}
+    for d in damage:
+        key = d.clip_id if d.index >= 0 else d.array
+        out[key] = f"{out[key]}; " if key in out else ""
+        out[key] += f"{d.array}: {d.reason}" if d.index >= 0 else d.reason
+    return out
+
+
+def prepare_repair(store: FeatureStore) -> dict[str, str]:
+    """Verify every chunk of the done clips (store.verify) and make the damaged ones extracted
+    again: a clip with a damaged feature chunk or length goes back to pending (this run
+    re-extracts it); damaged targets or shared/ arrays of a dataset store clear its targets
+    fingerprint, so that write_targets rewrites them; unreadable records (checks/) are remade
+    from the chunks that decode. An unreadable `status` or `length` array is rewritten empty and
+    every clip (every done clip) extracted again, the failed ones staying failed. Returns {clip
+    id or array: what was damaged}."""
+    repaired = {}
+    try:
+        store.status()
+    except StoreError as err:         # which clips were done is lost
+        store.reset_small("status")
+        store.mark_failed({store.index(c): reason for c, reason in store.failures.items()})
+        repaired["status"] = f"{err}; every clip is extracted again"
+    damage = store.verify()
+    records = f"{CHECKS}/"
+    for name in {d.array[len(records):] for d in damage if d.array.startswith(records)}:
+        store.rebuild_records(name, skip={d.index for d in damage if d.array == name})
+    redo = set(store.feature_arrays) | {"length"}
+    clips = {d.index for d in damage if d.index >= 0 and d.array in redo}
+    if any(d.array == "length" and d.index < 0 for d in damage):
+        store.reset_small("length")   # the lengths are lost: every done clip is extracted again
+        clips |= {int(i) for i in store.done()}
+    rest = [d for d in damage if d.array not in redo and not d.array.startswith(records)]
+    if rest and "targets_fingerprint" not in store.attrs:
+        raise StoreError(damage_message(store.path, rest) + "; but these arrays were not made by `avu extract` "
+                         "(no targets fingerprint), so --repair cannot remake them")
+    if rest:
+        store.set_attrs(targets_fingerprint=None)      # extract_dataset rewrites every target
+    store.mark_pending(sorted(clips))
+    return {**repaired, **_by_clip(damage)}
 
 
 def _batches(todo: list[int], size: int) -> list[list[int]]:
@@ -317,17 +367,22 @@ def run_extract(
     spec, provenance = resolve_weights(cfg, cfg.device, threads)
     sources = [v if isinstance(v, dict) else str(Path(v).resolve()) for v in videos]
     store = open_or_create(out, clip_ids, sources, cfg, provenance, extra_attrs)
+    repaired = prepare_repair(store) if cfg.repair else {}
+    # targets half-written by a killed run (fingerprint None) are rewritten whole after the clips
+    rewriting = "targets_fingerprint" in store.attrs and store.attrs["targets_fingerprint"] is None
+    damaged = {} if cfg.repair else _by_clip(store.check(arrays=store.feature_arrays if rewriting else None))
     status, old_failures = store.status(), store.failures
     todo = [i for i, s in enumerate(status) if s == PENDING or (s == FAILED and cfg.retry_failed)]
     summary = Summary(total=len(clip_ids), skipped=int((status == DONE).sum()),
-                      random_weights=cfg.random_weights)
+                      random_weights=cfg.random_weights, repaired=repaired, damaged=damaged)
     summary.failed_before = {store.clip_ids[i]: old_failures.get(store.clip_ids[i], "failed earlier")
                              for i, s in enumerate(status) if s == FAILED and not cfg.retry_failed}
 
     def record(results: list[ClipResult]) -> None:
         good = [r for r in results if r.ok]
-        store.mark_done([r.index for r in good], [r.length for r in good],
-                        [r.audio_length for r in good], [r.visual_length for r in good])
+        store.mark_done([r.index for r in good], [r.length for r in good], [r.checks for r in good],
+                        audio_lengths=[r.audio_length for r in good],
+                        visual_lengths=[r.visual_length for r in good])
         store.mark_failed({r.index: r.error for r in results if not r.ok})
         summary.done += len(good)
         summary.ffmpeg_fallbacks += sum(r.backend == "ffmpeg" for r in good)

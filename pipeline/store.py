@@ -8,30 +8,127 @@ Layout (N clips, T segments, P patches, D CLIP width):
     audio_length  (N,)        int16     seconds of real audio from second 0 (-1: not recorded)
     visual_length (N,)        int16     seconds of real picture from second 0 (decode.py)
     status      (N,)          int8      0 pending, 1 done, 2 failed
+    checks/<a>  (N, 2)        int64     per-clip array <a>: bytes and CRC-32 of each clip's chunk
 Per-clip arrays are chunked one clip per chunk, so parallel workers never share a chunk.
-Workers write the feature chunks of their clips; only the driver writes `length`, `status`
-and the attributes, and it marks a clip done after its worker returned, that is after all
-of the clip's arrays were written. Zarr's local store writes each chunk atomically, so a
-killed run leaves every chunk whole.
-Attributes: clip_ids, sources, splits, failures ({clip_id: reason}) and provenance
-(avu version, encoders with weight hashes or "random", fps, sample rate, T, patch grid, config).
+Workers write the feature chunks of their clips; only the driver writes `length`, `status`,
+`checks/` and the attributes, and it marks a clip done after its worker returned, that is after
+all of the clip's arrays were written. Zarr's local store writes each chunk atomically, so a
+killed run leaves every chunk whole. Arrays the driver alone writes, one chunk for all clips,
+are listed in SMALL.
+Attributes: clip_ids, sources, splits, failures ({clip_id: reason}), feature_arrays (those the
+workers write) and provenance (avu version, encoders with weight hashes or "random", fps,
+sample rate, T, patch grid, config).
+
+A done clip is provably whole:
+- Every chunk carries a CRC32C of its bytes (zarr's crc32c codec), checked on every read:
+  garbage, a flipped byte or a truncated file fails the read, and FeatureStore.read turns the
+  failure into a StoreError naming the store, the array and the clip.
+- checks/<a>[i] = (bytes, CRC-32) of clip i's stored chunk of array <a>, measured after it was
+  written: by the worker for the features (returned with the clip and written by the driver
+  with mark_done, before `status`), by the driver for the arrays it writes itself (put;
+  write_clip of targets, recorded at the next put or set_attrs). -1 bytes: not recorded (clips
+  not done; stores made before the records existed); 0: no chunk (all fill value, which zarr
+  does not store). checks/shared/<s>: the same for the one chunk of shared/<s>.
+- Float per-clip arrays have the fill value NaN, so a missing chunk cannot pass for data.
+- check() compares the size of every chunk file of every done clip with its record (one stat
+  a chunk: training and `avu info` run it at open) and sees that every done clip has a
+  length; verify() also compares the bytes' CRC-32
+  (`avu info --verify`, `avu extract --repair`). For clips without records (old stores) they
+  can tell a missing feature chunk (a feature chunk is never all fill) and a chunk that does
+  not decode, not bytes that changed but still decode, nor a missing all-zero target chunk.
+A new store is built in a sibling folder (<name>.creating) and renamed into place once its
+clip_ids and arrays exist, so a store is whole or absent; a half-made one of an earlier version
+(a group without clip_ids that holds no data) is recognised (half_made) and restarted.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import zarr
-from zarr.codecs import ZstdCodec
+from zarr.codecs import Crc32cCodec, ZstdCodec
 
 PENDING, DONE, FAILED = 0, 1, 2
-SMALL = ("length", "audio_length", "visual_length", "status")   # written by the driver only
+SMALL = ("length", "audio_length", "visual_length", "status")   # written by the driver only, one chunk for all clips
 MODALITY_LENGTHS = ("audio_length", "visual_length")
+FEATURE_ARRAYS = ("audio", "visual", "patches")   # the workers' arrays in stores without the attribute
+CHECKS = "checks"              # group of the per-clip records (bytes, CRC-32)
+UNRECORDED, NO_CHUNK = -1, 0   # record values of the byte count
+CHECK_ROWS = 1024              # clips per chunk of a record array: mark_done rewrites one or two
+STAT_BATCH, STAT_THREADS = 4096, 8   # the quick check's stats, in parallel
+REPAIR_HINT = ("list them all with `avu info --verify {path}`; the same `avu extract` command with "
+               "--repair re-extracts them")
 
 
 class StoreError(RuntimeError):
-    """The store is missing, incomplete, or was made with other settings."""
+    """The store is missing, incomplete, damaged, or was made with other settings."""
+
+
+@dataclass(frozen=True)
+class Damage:
+    """A damaged chunk: array `array` of clip `index` (-1: an array that is not per clip)."""
+
+    array: str
+    reason: str
+    index: int = -1
+    clip_id: str = ""
+
+    def __str__(self) -> str:
+        where = f"clip {self.clip_id!r} (index {self.index}), " if self.index >= 0 else ""
+        return f"{where}array {self.array!r}: {self.reason}"
+
+
+def damage_message(path: Path, damage: list[Damage], shown: int = 3) -> str:
+    """One error message naming the store and the first damaged clips and arrays."""
+    clips = {d.index for d in damage if d.index >= 0}
+    listed = "; ".join(str(d) for d in damage[:shown])
+    more = f"; and {len(damage) - shown} more" if len(damage) > shown else ""
+    return (f"{path}: damaged store ({len(damage)} damaged chunk(s), {len(clips)} done clip(s)): {listed}{more}. "
+            + REPAIR_HINT.format(path=path))
+
+
+def _sizes(files: list[str]) -> np.ndarray:
+    """Each file's size; -1 where there is none."""
+    out = np.empty(len(files), np.int64)
+    for k, file in enumerate(files):
+        try:
+            out[k] = os.stat(file).st_size
+        except FileNotFoundError:
+            out[k] = -1
+    return out
+
+
+def _codecs(level: int = 3) -> list:
+    return [ZstdCodec(level=level), Crc32cCodec()]
+
+
+def _fill(dtype) -> float | int:
+    return float("nan") if np.dtype(dtype).kind in "fc" else 0
+
+
+def building_path(path: Path) -> Path:
+    """Where a new store at `path` is built before it is renamed into place."""
+    path = Path(path)
+    return path.with_name(path.name + ".creating")
+
+
+def half_made(path: Path) -> bool:
+    """A group without clip_ids that holds nothing but metadata: what an earlier version's
+    creation left when killed (it wrote the attributes last). Nothing in it was ever done."""
+    path = Path(path)
+    if not (path / "zarr.json").is_file():
+        return False
+    try:
+        attrs = dict(zarr.open_group(str(path), mode="r").attrs)
+    except Exception:   # unreadable metadata: not recognised, never deleted
+        return False
+    return "clip_ids" not in attrs and all(f == "zarr.json" for _, _, files in os.walk(path) for f in files)
 
 
 def create(
@@ -41,21 +138,42 @@ def create(
     attrs: dict,
     compression_level: int = 3,
 ) -> "FeatureStore":
-    """A new store with per-clip arrays `{name: (shape after the clip axis, dtype)}`."""
+    """A new store with per-clip arrays `{name: (shape after the clip axis, dtype)}` (the ones the
+    workers write). Built in building_path(path) and renamed into place whole; a leftover of a
+    killed creation there is removed first."""
+    path = Path(path)
     n = len(clip_ids)
     if n == 0:
         raise StoreError(f"{path}: no clips to store")
-    group = zarr.open_group(str(path), mode="w-", zarr_format=3)
-    codec = ZstdCodec(level=compression_level)
+    if half_made(path):
+        shutil.rmtree(path)
+    if (path / "zarr.json").exists():
+        raise StoreError(f"{path}: a store exists there already")
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise StoreError(f"{path}: exists and is not an avu feature store; move it away or choose another --out")
+    tmp = building_path(path)
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    group = zarr.open_group(str(tmp), mode="w-", zarr_format=3)
     for name, (tail, dtype) in arrays.items():
         group.create_array(name, shape=(n, *tail), chunks=(1, *tail), dtype=dtype,
-                           compressors=codec, fill_value=0)
-    group.create_array("length", shape=(n,), chunks=(n,), dtype="int16", fill_value=0)
+                           compressors=_codecs(compression_level), fill_value=_fill(dtype))
+        _create_checks(group, name, n)
+    group.create_array("length", shape=(n,), chunks=(n,), dtype="int16", fill_value=0, compressors=_codecs())
     for name in MODALITY_LENGTHS:
-        group.create_array(name, shape=(n,), chunks=(n,), dtype="int16", fill_value=-1)
-    group.create_array("status", shape=(n,), chunks=(n,), dtype="int8", fill_value=PENDING)
-    group.attrs.update({"clip_ids": list(clip_ids), "failures": {}, **attrs})
+        group.create_array(name, shape=(n,), chunks=(n,), dtype="int16", fill_value=-1, compressors=_codecs())
+    group.create_array("status", shape=(n,), chunks=(n,), dtype="int8", fill_value=PENDING,
+                       compressors=_codecs())
+    group.attrs.update({"clip_ids": list(clip_ids), "failures": {}, "feature_arrays": list(arrays), **attrs})
+    if path.is_dir():
+        path.rmdir()                 # an empty folder (checked above)
+    os.rename(tmp, path)             # atomic: the store appears whole or not at all
     return FeatureStore(path, mode="r+")
+
+
+def _create_checks(group, name: str, n: int):
+    return group.create_array(f"{CHECKS}/{name}", shape=(n, 2), chunks=(min(n, CHECK_ROWS), 2), dtype="int64",
+                              fill_value=UNRECORDED, compressors=_codecs(), overwrite=True)
 
 
 class FeatureStore:
@@ -70,8 +188,15 @@ class FeatureStore:
         try:
             self.group = zarr.open_group(str(self.path), mode=mode)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-            raise StoreError(f"{self.path}: no avu feature store here") from None
+            tmp = building_path(self.path)
+            raise StoreError(f"{self.path}: no avu feature store here" + (
+                f" (its creation in {tmp} was interrupted: run the same `avu extract` command again)"
+                if tmp.exists() else "")) from None
+        except Exception as err:
+            raise StoreError(f"{self.path}/zarr.json: unreadable ({type(err).__name__}: {err})") from None
         self._ids: list[str] | None = None
+        self._chunk_keys: dict[str, tuple[Path, str, str]] = {}
+        self._pending: dict[str, dict[int, tuple[int, int]]] = {}   # driver's write_clip records, unwritten
 
     # -- metadata
     @property
@@ -81,6 +206,11 @@ class FeatureStore:
     @property
     def clip_ids(self) -> list[str]:
         if self._ids is None:
+            if "clip_ids" not in self.group.attrs:
+                raise StoreError(f"{self.path}: a half-made store (no clip_ids: its creation was interrupted); "
+                                 f"run the same `avu extract` command again to restart it" if half_made(self.path)
+                                 else f"{self.path}: a Zarr group that holds data but no clip_ids: not an avu "
+                                 f"feature store; move it away or choose another --out")
             self._ids = list(self.group.attrs["clip_ids"])
         return self._ids
 
@@ -98,6 +228,17 @@ class FeatureStore:
         return sorted(name for name, _ in self.group.arrays())
 
     @property
+    def feature_arrays(self) -> list[str]:
+        """The per-clip arrays the workers write (the others are the driver's)."""
+        return list(self.group.attrs.get("feature_arrays", FEATURE_ARRAYS))
+
+    def per_clip_arrays(self) -> list[str]:
+        """Arrays chunked one clip per chunk (features and targets; not SMALL, not shared/)."""
+        n = len(self)
+        return [name for name, arr in sorted(self.group.arrays())
+                if name not in SMALL and arr.ndim and arr.shape[0] == n and arr.chunks[0] == 1]
+
+    @property
     def random_weights(self) -> bool:
         return bool(self.group.attrs.get("random_weights", False))
 
@@ -106,7 +247,7 @@ class FeatureStore:
         return dict(self.group.attrs.get("failures", {}))
 
     def status(self) -> np.ndarray:
-        return self.group["status"][:]
+        return self._read_whole("status")
 
     def done(self) -> np.ndarray:
         """Indices of the clips whose arrays are all written."""
@@ -125,39 +266,236 @@ class FeatureStore:
 
     # -- data
     def read(self, name: str, indices) -> np.ndarray:
-        """Array `name` for the clip indices given (an int, a slice or a sequence)."""
+        """Array `name` for the clip indices given (an int, a slice or a sequence). A chunk that
+        does not decode (checksum, zstd) raises StoreError naming the array and the clip."""
         arr = self.group[name]
-        if isinstance(indices, (int, np.integer, slice)):
-            return arr[indices]
-        indices = np.asarray(indices, dtype=np.int64)
-        if indices.size == 0:
-            return np.zeros((0, *arr.shape[1:]), arr.dtype)
-        return arr.get_orthogonal_selection((indices,) + (slice(None),) * (arr.ndim - 1))
+        try:
+            if isinstance(indices, (int, np.integer, slice)):
+                return arr[indices]
+            indices = np.asarray(indices, dtype=np.int64)
+            if indices.size == 0:
+                return np.zeros((0, *arr.shape[1:]), arr.dtype)
+            return arr.get_orthogonal_selection((indices,) + (slice(None),) * (arr.ndim - 1))
+        except IndexError:
+            raise
+        except Exception as err:
+            raise self._read_error(name, indices, err) from None
+
+    def _read_error(self, name: str, indices, err: Exception) -> StoreError:
+        """Which clip of a failed read is damaged (each chunk read alone)."""
+        arr = self.group[name]
+        if name in SMALL or not arr.ndim or arr.chunks[0] != 1:
+            return StoreError(f"{self.path}: array {name!r} is damaged ({type(err).__name__}: {err})")
+        if isinstance(indices, slice):
+            indices = range(*indices.indices(arr.shape[0]))
+        for i in np.unique(np.atleast_1d(np.asarray(indices, dtype=np.int64))):
+            try:
+                arr[int(i)]
+            except Exception as one:
+                return StoreError(f"{self.path}: array {name!r}, clip {self.clip_ids[i]!r} (index {i}): chunk "
+                                  f"{self._chunk_file(name, int(i))} is damaged ({type(one).__name__}: {one}); "
+                                  + REPAIR_HINT.format(path=self.path))
+        return StoreError(f"{self.path}: reading array {name!r} failed ({type(err).__name__}: {err})")
+
+    def _read_whole(self, name: str) -> np.ndarray:
+        arr = self.group[name]                  # KeyError where there is no such array
+        try:
+            return arr[...]
+        except Exception as err:
+            raise StoreError(f"{self.path}: array {name!r} is damaged ({type(err).__name__}: {err}); the same "
+                             f"`avu extract` command with --repair remakes it") from None
 
     def clip(self, i: int) -> dict[str, np.ndarray]:
         """Every per-clip array of clip `i`."""
-        return {name: self.group[name][i] for name in self.arrays if name != "status"}
+        return {name: self.read(name, i) for name in self.arrays if name != "status"}
+
+    # -- integrity
+    def _chunk_file(self, name: str, i: int) -> Path:
+        """The file holding clip i's chunk of array `name`."""
+        if name not in self._chunk_keys:
+            arr = self.group[name]
+            if arr.ndim == 0:
+                self._chunk_keys[name] = (self.path / arr.path, arr.metadata.encode_chunk_key(()), None)
+            else:
+                probe = "918273645"            # any chunk key encoding writes the index in decimal
+                key = arr.metadata.encode_chunk_key((int(probe),) + (0,) * (arr.ndim - 1))
+                head, _, tail = key.partition(probe)
+                self._chunk_keys[name] = (self.path / arr.path, head, tail)
+        base, head, tail = self._chunk_keys[name]
+        return base / (head if tail is None else f"{head}{i}{tail}")
+
+    def _measure(self, name: str, indices) -> np.ndarray:
+        """(bytes, CRC-32) of each clip's stored chunk of `name`; (0, 0) where there is none."""
+        out = np.zeros((len(indices), 2), np.int64)
+        for k, i in enumerate(indices):
+            try:
+                data = self._chunk_file(name, int(i)).read_bytes()
+            except FileNotFoundError:
+                continue
+            out[k] = len(data), zlib.crc32(data)
+        return out
+
+    def records(self, name: str) -> np.ndarray | None:
+        """checks/<name>: (rows, 2) bytes and CRC-32 of each clip's chunk (of the one chunk of a
+        shared/ array), or None where it has none (a store made before the records)."""
+        self.flush_records()
+        key = f"{CHECKS}/{name}"
+        return self._read_whole(key) if key in self.group else None
+
+    def _record(self, name: str, indices, values: np.ndarray) -> None:
+        """Driver: store the records of clips `indices` (creating checks/<name> if absent)."""
+        if not len(indices):
+            return
+        key = f"{CHECKS}/{name}"
+        arr = self.group[key] if key in self.group else \
+            _create_checks(self.group, name, 1 if name.startswith("shared/") else len(self))
+        arr.set_orthogonal_selection((np.asarray(indices, dtype=np.int64), slice(None)),
+                                     np.asarray(values, dtype=np.int64))
+
+    def check(self, full: bool = False, indices=None, arrays=None) -> list[Damage]:
+        """Damaged chunks of the done clips (or of `indices`) in the per-clip arrays (or `arrays`),
+        and of the shared/ arrays. Quick (default): every chunk file is there with the byte count
+        recorded when it was written (one stat a chunk), and every done clip has a length. full:
+        also the CRC-32 of the bytes, and a decode of each chunk that has no record."""
+        self.flush_records()
+        clips = self.done() if indices is None else np.asarray(indices, dtype=np.int64)
+        features = set(self.feature_arrays)
+        damage: list[Damage] = []
+        names = self.per_clip_arrays() if arrays is None else list(arrays)
+        shared = [f"shared/{n}" for n, _ in self._shared_arrays()] if arrays is None else []
+        for name in names + shared:
+            try:
+                rec = self.records(name)
+            except StoreError as err:
+                damage.append(Damage(f"{CHECKS}/{name}", f"records unreadable ({err})"))
+                rec = None
+            arr, per_clip = self.group[name], name in names
+            rows = clips if per_clip else np.zeros(1, np.int64)
+            if not full:                        # one stat a chunk; reasons only where sizes disagree
+                rows = rows[self._suspect(name, rows, rec, name in features)]
+            for i in rows:
+                i = int(i)
+                reason = self._check_chunk(arr, name, i, None if rec is None else rec[i], full, name in features)
+                if reason:
+                    damage.append(Damage(name, reason, i, self.clip_ids[i]) if per_clip else Damage(name, reason))
+        if arrays is None and "length" in self.group:
+            try:
+                length = self._read_whole("length")
+            except StoreError as err:
+                return damage + [Damage("length", str(err))]
+            for i in np.intersect1d(clips, self.done()):
+                if length[i] <= 0:
+                    damage.append(Damage("length", f"a done clip of length {length[i]} (the length chunk lost?)",
+                                         int(i), self.clip_ids[i]))
+        return damage
+
+    def _suspect(self, name: str, rows: np.ndarray, rec, feature: bool) -> np.ndarray:
+        """Mask of the rows whose chunk file's size (or absence) disagrees with the record."""
+        self._chunk_file(name, 0)
+        base, head, tail = self._chunk_keys[name]
+        prefix = f"{base}/{head}"
+        files = [prefix if tail is None else f"{prefix}{i}{tail}" for i in rows.tolist()]
+        parts = [files[k:k + STAT_BATCH] for k in range(0, len(files), STAT_BATCH)]
+        if len(parts) > 1:                      # stat waits on the filesystem (network ones: ~1 ms)
+            with ThreadPoolExecutor(STAT_THREADS) as pool:
+                sizes = np.concatenate(list(pool.map(_sizes, parts)))
+        else:
+            sizes = _sizes(files)
+        nbytes = rec[rows, 0] if rec is not None else np.full(len(rows), UNRECORDED)
+        return (((nbytes > 0) & (sizes != nbytes)) | ((nbytes == NO_CHUNK) & (sizes >= 0))
+                | ((nbytes == UNRECORDED) & feature & (sizes < 0)))
+
+    def _check_chunk(self, arr, name: str, i: int, rec, full: bool, feature: bool) -> str | None:
+        """What is wrong with chunk i of `name` (None: nothing found), given its record."""
+        nbytes, crc = (int(rec[0]), int(rec[1])) if rec is not None else (UNRECORDED, 0)
+        file = self._chunk_file(name, i)
+        try:
+            data = file.read_bytes() if full else None
+            size = len(data) if full else os.stat(file).st_size
+        except FileNotFoundError:
+            size = None
+        reason = None
+        if nbytes > 0:
+            if size is None:
+                reason = "chunk file missing"
+            elif size != nbytes:
+                reason = f"chunk file is {size} bytes, {nbytes} were written (truncated or overwritten)"
+            elif full and zlib.crc32(data) != crc:
+                reason = "chunk bytes changed (CRC-32 differs from the one recorded)"
+        elif nbytes == NO_CHUNK:
+            if size is not None:
+                reason = f"a chunk file of {size} bytes where none was written"
+        elif feature and size is None:       # unrecorded: a feature chunk is never all fill
+            reason = "chunk file missing (no record of this clip: the store predates the records)"
+        elif full and size is not None:
+            try:
+                arr[i] if arr.ndim else arr[...]
+            except Exception as err:
+                reason = f"chunk does not decode ({type(err).__name__}: {err})"
+        return f"{reason}: {file}" if reason else None
+
+    def rebuild_records(self, name: str, skip: set[int] = frozenset()) -> None:
+        """Driver (--repair): checks/<name> remade from the chunks of the done clips (for a
+        shared/ array: its one chunk) not in `skip` (those found damaged, which are written again
+        and recorded then)."""
+        key = f"{CHECKS}/{name}"
+        if key in self.group:
+            del self.group[key]
+        keep = [0] if name.startswith("shared/") else [int(i) for i in self.done()]
+        keep = [i for i in keep if i not in skip]
+        self._record(name, keep, self._measure(name, keep))
+
+    def verify(self) -> list[Damage]:
+        """Every chunk of every done clip read and checked (check(full=True))."""
+        return self.check(full=True)
+
+    def _shared_arrays(self) -> list:
+        return list(self.group["shared"].arrays()) if "shared" in self.group else []
 
     # -- writing (workers: write_clip; driver: the rest)
-    def write_clip(self, i: int, values: dict[str, np.ndarray]) -> None:
+    def write_clip(self, i: int, values: dict[str, np.ndarray]) -> dict[str, tuple[int, int]]:
+        """Write clip i's chunks; returns each one's (bytes, CRC-32) as stored. Those of the
+        feature arrays go back to the driver (mark_done records them); those of the driver's own
+        arrays (targets: only the driver writes them) are kept and recorded at the next put,
+        set_attrs, mark_done or check (flush_records): one write for all clips, not one each."""
+        checks = {}
         for name, value in values.items():
             if name in SMALL:
                 raise StoreError(f"{name} is written by the driver only")
             self.group[name][i] = value
+            checks[name] = tuple(int(v) for v in self._measure(name, [i])[0])
+        features = set(self.feature_arrays)
+        for name, value in checks.items():
+            if name not in features:
+                self._pending.setdefault(name, {})[int(i)] = value
+        return checks
 
-    def mark_done(self, indices: list[int], lengths: list[int], audio_lengths: list[int] | None = None,
-                  visual_lengths: list[int] | None = None) -> None:
+    def flush_records(self) -> None:
+        """Driver: write the records kept by write_clip."""
+        pending, self._pending = self._pending, {}
+        for name, rows in pending.items():
+            self._record(name, list(rows), list(rows.values()))
+
+    def mark_done(self, indices: list[int], lengths: list[int],
+                  checks: list[dict[str, tuple[int, int]]] | None = None,
+                  audio_lengths: list[int] | None = None, visual_lengths: list[int] | None = None) -> None:
+        """Driver: clips done, with their lengths, their real seconds per modality and (from
+        write_clip) their chunks' records."""
         if not indices:
             return
+        self.flush_records()
+        for name in sorted({n for c in checks or () for n in c}):   # records, lengths, then status
+            rows = [(i, c[name]) for i, c in zip(indices, checks) if name in c]
+            self._record(name, [i for i, _ in rows], [v for _, v in rows])
         for name, values in zip(MODALITY_LENGTHS, (audio_lengths, visual_lengths)):
             if values is not None:
                 if name not in self.group:       # a store made before they were recorded: -1 = not known
                     self.group.create_array(name, shape=(len(self),), chunks=(len(self),), dtype="int16",
-                                            fill_value=-1)
-                column = self.group[name][:]
+                                            fill_value=-1, compressors=_codecs())
+                column = self._read_whole(name)
                 column[indices] = values
                 self.group[name][:] = column
-        length, status = self.group["length"][:], self.group["status"][:]
+        length, status = self._read_whole("length"), self.status()
         length[indices], status[indices] = lengths, DONE
         self.group["length"][:] = length        # lengths before status: done implies length
         self.group["status"][:] = status
@@ -167,10 +505,23 @@ class FeatureStore:
                 failures.pop(self.clip_ids[i], None)
             self.group.attrs["failures"] = failures
 
+    def mark_pending(self, indices: list[int]) -> None:
+        """Driver: clips to extract again (--repair)."""
+        if not len(indices):
+            return
+        status = self.status()
+        status[list(indices)] = PENDING
+        self.group["status"][:] = status
+
+    def reset_small(self, name: str) -> None:
+        """Driver (--repair): rewrite an unreadable SMALL array with its fill value (no clip done)."""
+        arr = self.group[name]
+        arr[...] = np.full(arr.shape, arr.metadata.fill_value, arr.dtype)
+
     def mark_failed(self, reasons: dict[int, str]) -> None:
         if not reasons:
             return
-        status = self.group["status"][:]
+        status = self.status()
         status[list(reasons)] = FAILED
         failures = self.failures
         failures.update({self.clip_ids[i]: msg for i, msg in reasons.items()})
@@ -180,19 +531,26 @@ class FeatureStore:
     def put(self, name: str, values: np.ndarray, per_clip: bool = True) -> None:
         """Write a whole array from the driver (targets, ground truth, text embeddings),
         replacing one of the same name. Per-clip arrays (first axis = clips) live at the top
-        level, chunked one clip per chunk; other arrays under `shared/`."""
+        level, chunked one clip per chunk; other arrays under `shared/`, one chunk. Both are
+        recorded (checks/<name>, checks/shared/<name>)."""
+        self.flush_records()
         values = np.asarray(values)
         if per_clip and (values.ndim == 0 or len(values) != len(self)):
             raise StoreError(f"{name}: per-clip array needs {len(self)} rows, got shape {values.shape}")
         key = name if per_clip else f"shared/{name}"
         arr = self.group.create_array(key, shape=values.shape, dtype=values.dtype, overwrite=True,
                                       chunks=(1, *values.shape[1:]) if per_clip else values.shape,
-                                      compressors=ZstdCodec(level=3), fill_value=0)
+                                      compressors=_codecs(), fill_value=_fill(values.dtype) if per_clip else 0)
+        _create_checks(self.group, key, len(self) if per_clip else 1)   # the old records go with the old array
         arr[...] = values
+        self._chunk_keys.pop(key, None)
+        rows = np.arange(len(self) if per_clip else 1)
+        self._record(key, rows, self._measure(key, rows))
 
     def shared(self, name: str) -> np.ndarray:
         """A non-per-clip array written with put(per_clip=False), e.g. text embeddings."""
-        return self.group[f"shared/{name}"][...]
+        return self._read_whole(f"shared/{name}")
 
     def set_attrs(self, **values) -> None:
+        self.flush_records()            # e.g. targets_fingerprint: set once the targets are recorded
         self.group.attrs.update(values)

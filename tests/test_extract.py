@@ -35,7 +35,7 @@ def test_good_clips_are_done_and_each_bad_one_is_reported(bad_dir, tmp_path):
     for name in FEATURES:
         assert fs.group[name].chunks[0] == 1                          # one clip per chunk
         assert np.isfinite(fs.read(name, done).astype(np.float32)).all()
-        assert not np.any(fs.read(name, np.flatnonzero(fs.status() == FAILED)))   # untouched
+        assert np.isnan(fs.read(name, np.flatnonzero(fs.status() == FAILED))).all()   # untouched: fill value NaN
     assert fs.read("visual", done).shape == (2, 10, 64) and fs.read("patches", done).shape == (2, 10, 16, 64)
     assert fs.random_weights and fs.attrs["features"]["encoders"]["clip"]["weights"] == "random"
     # a rerun skips the done clips and does not retry the failed ones unless asked
@@ -81,6 +81,9 @@ def test_dask_workers_give_the_in_process_result(timecode_dir, tmp_path):
     _extract(timecode_dir, tmp_path / "b.zarr", clips_per_task=1, workers=2)
     a, b = FeatureStore(tmp_path / "a.zarr"), FeatureStore(tmp_path / "b.zarr")
     assert np.array_equal(a.status(), b.status()) and np.all(b.status() == DONE)
+    for name in FEATURES:      # the workers' chunk records came back to the driver with the clips
+        assert (a.records(name)[:, 0] > 0).all() and (b.records(name)[:, 0] > 0).all()
+    assert b.verify() == []
     for name in FEATURES + ("length",):
         assert np.allclose(a.read(name, slice(None)).astype(np.float32),
                            b.read(name, slice(None)).astype(np.float32), atol=2e-3), name
@@ -119,7 +122,7 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(timecode_dir, tmp_pat
     whole = subprocess.run(cmd[:7] + [str(tmp_path / "whole.zarr")] + cmd[8:], cwd=REPO, capture_output=True)
     assert whole.returncode == 0
     a, b = FeatureStore(out), FeatureStore(tmp_path / "whole.zarr")
-    assert np.all(a.status() == DONE)
+    assert np.all(a.status() == DONE) and a.verify() == []
     for name in FEATURES + ("length",):
         assert np.array_equal(a.read(name, slice(None)), b.read(name, slice(None))), name
 

@@ -28,6 +28,10 @@ Decisions (the paper is silent):
   uses the training statistics). An affine map the input projections could learn, but features
   of random-weight VGGish are ~0.005 in size, which Adam at lr 1e-4 takes long to scale up.
   `standardise=false` feeds the raw features (HAN does).
+- A damaged store is refused: open_task runs FeatureStore.check (every chunk file of every done
+  clip there, of the size recorded when it was written: one stat a chunk, ~0.8 s for an
+  LLP-sized store of 71k chunks), and a chunk whose bytes changed fails its read (the CRC32C in
+  every chunk) with a StoreError naming the store, the array and the clip.
 - Batches are read whole: one orthogonal read per array of the sorted unique clips (a clip's
   arrays are one chunk each), so a loader process decodes each chunk once. Features stay
   float16 until they reach the device; LLP (no SPM) never reads patches. Where clips repeat in
@@ -46,7 +50,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.store import FeatureStore, StoreError
+from pipeline.store import FeatureStore, StoreError, damage_message
 from pipeline.vocab import TASKS as PROMPT_ORDER
 
 HEADS = {"ave": "ave", "llp": "llp", "vggss": "vggss", "avs-s4": "avs", "avs-ms3": "avs", "avss": "avs",
@@ -102,8 +106,17 @@ class TaskStore:
 
 
 def open_task(task: str, path: Path | str) -> TaskStore:
+    """One task's store, refused when one of its done clips is damaged: a chunk file missing, or of
+    another size than when it was written (FeatureStore.check, one stat a chunk). A chunk whose
+    bytes changed fails later, at its read, with a StoreError naming the clip."""
     fs = FeatureStore(path)
     attrs = fs.attrs
+    if "targets_fingerprint" in attrs and attrs["targets_fingerprint"] is None:
+        raise StoreError(f"{path}: its targets are half-written (an `avu extract` run stopped while writing "
+                         f"them); run the same command again to finish them")
+    damage = fs.check()
+    if damage:
+        raise StoreError(damage_message(fs.path, damage))
     if attrs.get("task", attrs.get("dataset")) not in (task, None):
         raise StoreError(f"{path}: holds {attrs.get('task')!r}, not {task!r}")
     if task not in HEADS:
