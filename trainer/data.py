@@ -57,7 +57,8 @@ HEADS = {"ave": "ave", "llp": "llp", "vggss": "vggss", "avs-s4": "avs", "avs-ms3
          "music-avqa": "avqa"}
 ALL_TASKS = tuple(HEADS)
 TARGETS = {  # per-sample arrays read beside the features (training targets and ground truth)
-    "ave": ("labels",), "llp": ("video_labels", "gt_audio", "gt_visual"), "vggss": ("boxes",),
+    "ave": ("labels",), "llp": ("video_labels", "gt_audio", "gt_visual"),
+    "vggss": (),   # the loss is contrastive; evaluation reads the (float64) boxes itself
     "avs-s4": ("masks", "mask_valid", "length"), "avs-ms3": ("masks", "mask_valid", "length"),
     "avss": ("masks", "mask_valid", "length"),   # length: the dense heads predict background past it
     "music-avqa": (),
