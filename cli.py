@@ -255,7 +255,7 @@ def info(
         for d in damage:
             typer.echo(f"{d.clip_id or '-'}\t{d.array}\t{d.reason}")
         console.print(f"[red]damaged[/]: the same `avu extract` command with --repair extracts these clips again "
-                      f"(training refuses this store until then)")
+                      "(training refuses this store until then)")
         raise typer.Exit(1)
 
 

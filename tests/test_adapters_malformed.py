@@ -71,20 +71,14 @@ def ave(tmp_path):
 def test_ave_annotations_bad_time_short_row_bad_bytes_unknown_category(ave):
     ann = ave / "Annotations.txt"
     original = ann.read_bytes()
-    edit_line(ann, 100, "&good&0&10", "&good&0&ten")                       # Church bell&4vjDR_uDA-Q&good&0&10
-    fails("ave", ave, f"{ann}:100: ", "EndTime 'ten' is not an integer")
-    ann.write_bytes(original)
-    edit_line(ann, 200, "&good&", "&")                                      # a field lost
-    fails("ave", ave, f"{ann}:200: ", "expected 5 '&'-separated fields", "got 4")
-    ann.write_bytes(original)
+    fails_edited(ann, (100, "&good&0&10", "&good&0&ten"), "ave", ave, f"{ann}:100: ", "EndTime 'ten' is not an integer")                       # Church bell&4vjDR_uDA-Q&good&0&10
+    fails_edited(ann, (200, "&good&", "&"), "ave", ave, f"{ann}:200: ", "expected 5 '&'-separated fields", "got 4")                                      # a field lost
     edit_line(ann, 300, "&good&", b"&g\xe9od&")                             # Latin-1, not UTF-8
     line_300 = original.split(b"\n")[299]
     col = line_300.index(b"&good&") + 3
     fails("ave", ave, f"{ann}:300:{col}: ", "not UTF-8", r"b'\xe9'")
     ann.write_bytes(original)
-    edit_line(ann, 400, "&good&", "&good&&")
-    fails("ave", ave, f"{ann}:400: ", "got 6")
-    ann.write_bytes(original)
+    fails_edited(ann, (400, "&good&", "&good&&"), "ave", ave, f"{ann}:400: ", "got 6")
     edit_line(ann, 500, original.split(b"\n")[499].split(b"&")[0], "Church bel")
     fails("ave", ave, f"{ann}:500: ", "category 'Church bel' is not one of the 28")
 
@@ -118,16 +112,9 @@ def test_ave_order_files_missing_dataset_wrong_dtype_bad_row_not_hdf5(ave):
 def test_ave_derived_split_csv_bad_number_missing_column_bad_split(tmp_path):
     root = copy(ANNOTATIONS / "ave", tmp_path, "Annotations.txt", "DERIVED_ave_splits.csv")
     csv = root / "DERIVED_ave_splits.csv"
-    original = csv.read_bytes()
-    edit_line(csv, 500, "train,498,634,", "train,498,6x4,")
-    fails("ave", root, f"{csv}:500: ", "row_index '6x4' is not an integer")
-    csv.write_bytes(original)
-    edit_line(csv, 1, "order_pos", "position")
-    fails("ave", root, f"{csv}:1: ", "no column 'order_pos'", "columns: split, position, row_index")
-    csv.write_bytes(original)
-    edit_line(csv, 501, "train,499,", "trian,499,")                         # was silently dropped
-    fails("ave", root, f"{csv}:501: ", "split 'trian' is not one of train, val, test")
-    csv.write_bytes(original)
+    fails_edited(csv, (500, "train,498,634,", "train,498,6x4,"), "ave", root, f"{csv}:500: ", "row_index '6x4' is not an integer")
+    fails_edited(csv, (1, "order_pos", "position"), "ave", root, f"{csv}:1: ", "no column 'order_pos'", "columns: split, position, row_index")
+    fails_edited(csv, (501, "train,499,", "trian,499,"), "ave", root, f"{csv}:501: ", "split 'trian' is not one of train, val, test")                         # was silently dropped
     edit_line(csv, 502, ",good,", b",g\xffod,")
     fails("ave", root, f"{csv}:502:", "not UTF-8")
 
@@ -144,16 +131,9 @@ def llp(tmp_path):
 
 def test_llp_eval_non_integer_time_missing_column_short_row(llp):
     audio, visual = llp / "AVVP_eval_audio.csv", llp / "AVVP_eval_visual.csv"
-    original = audio.read_bytes()
-    edit_line(audio, 302, "\t8\t9\t", "\t8.5\t9\t")                           # MK0VVTjYX40_190_200 8 9 Speech
-    fails("llp", llp, f"{audio}:302: ", "onset '8.5' is not an integer")
-    audio.write_bytes(original)
-    edit_line(audio, 1, "offset", "off")
-    fails("llp", llp, f"{audio}:1: ", "no column 'offset'", "columns: filename, onset, off, event_labels")
-    audio.write_bytes(original)
-    edit_line(audio, 301, "\tDog", "")                                      # a row with 3 fields
-    fails("llp", llp, f"{audio}:301: ", "3 fields", "'event_labels'")
-    audio.write_bytes(original)
+    fails_edited(audio, (302, "\t8\t9\t", "\t8.5\t9\t"), "llp", llp, f"{audio}:302: ", "onset '8.5' is not an integer")                           # MK0VVTjYX40_190_200 8 9 Speech
+    fails_edited(audio, (1, "offset", "off"), "llp", llp, f"{audio}:1: ", "no column 'offset'", "columns: filename, onset, off, event_labels")
+    fails_edited(audio, (301, "\tDog", ""), "llp", llp, f"{audio}:301: ", "3 fields", "'event_labels'")                                      # a row with 3 fields
     visual.write_bytes(visual.read_bytes().replace(b"\t", b",", 8))        # the header and 2 rows comma-separated
     fails("llp", llp, f"{visual}:1: ", "no column", "tab-separated")
 
@@ -161,17 +141,13 @@ def test_llp_eval_non_integer_time_missing_column_short_row(llp):
 def test_llp_weak_labels_missing_column_bad_bytes_unknown_class_duplicate(llp):
     train, val, test = (llp / f for f in LLP_FILES[:3])
     original = train.read_bytes()
-    edit_line(train, 1, "event_labels", "labels")
-    fails("llp", llp, f"{train}:1: ", "no column 'event_labels'")
-    train.write_bytes(original)
+    fails_edited(train, (1, "event_labels", "labels"), "llp", llp, f"{train}:1: ", "no column 'event_labels'")
     edit_line(train, 1000, "Speech", b"Sp\xc3ech")                        # a broken 2-byte sequence
     line = original.split(b"\n")[999]
     fails("llp", llp, f"{train}:1000:{line.index(b'Speech') + 3}: ", "not UTF-8")
     train.write_bytes(original)
     original = val.read_bytes()
-    edit_line(val, 20, "\t", "\tSpeeech,")
-    fails("llp", llp, f"{val}:20: ", "unknown LLP class 'Speeech'")
-    val.write_bytes(original)
+    fails_edited(val, (20, "\t", "\tSpeeech,"), "llp", llp, f"{val}:20: ", "unknown LLP class 'Speeech'")
     name = test.read_text().splitlines()[50].split("\t")[0]
     with open(test, "a") as f:
         f.write(f"{name}\tSpeech\n")
@@ -247,6 +223,16 @@ def test_vggss_training_list_unknown_class_and_bad_bytes(vggss):
 
 # ----------------------------------------------------------------------------- AVSBench (official layout)
 
+def fails_edited(path, edit, name, root, where, *words, cfg=None):
+    """fails() with edit_line(path, *edit) applied, and the file restored afterwards."""
+    original = path.read_bytes()
+    edit_line(path, *edit)
+    try:
+        return fails(name, root, where, *words, cfg=cfg)
+    finally:
+        path.write_bytes(original)
+
+
 def write(path, text):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(text if isinstance(text, bytes) else text.encode())
@@ -263,19 +249,10 @@ def test_avs_s4_missing_column_bad_bytes_bad_split_unknown_category(tmp_path):
     root = s4_root(tmp_path)
     meta = root / "Single-source" / "s4_meta_data.csv"
     assert len(load_dataset("avs-s4", root).clips) == 6
-    original = meta.read_bytes()
-    edit_line(meta, 1, "category", "cat")
-    fails("avs-s4", root, f"{meta}:1: ", "no column 'category'", "columns: name, start_time, cat, split")
-    meta.write_bytes(original)
-    edit_line(meta, 3, ",val", ",valid")                                   # was taken as a fourth split
-    fails("avs-s4", root, f"{meta}:3: ", "split 'valid' is not one of train, val, test")
-    meta.write_bytes(original)
-    edit_line(meta, 5, "clip3", b"clip\xe93")
-    fails("avs-s4", root, f"{meta}:5:5: ", "not UTF-8")
-    meta.write_bytes(original)
-    edit_line(meta, 6, S4_CLASSES[4], "unicorn")
-    fails("avs-s4", root, f"{meta}:6: ", "category 'unicorn' is not one of the 23")
-    meta.write_bytes(original)
+    fails_edited(meta, (1, "category", "cat"), "avs-s4", root, f"{meta}:1: ", "no column 'category'", "columns: name, start_time, cat, split")
+    fails_edited(meta, (3, ",val", ",valid"), "avs-s4", root, f"{meta}:3: ", "split 'valid' is not one of train, val, test")                                   # was taken as a fourth split
+    fails_edited(meta, (5, "clip3", b"clip\xe93"), "avs-s4", root, f"{meta}:5:5: ", "not UTF-8")
+    fails_edited(meta, (6, S4_CLASSES[4], "unicorn"), "avs-s4", root, f"{meta}:6: ", "category 'unicorn' is not one of the 23")
     edit_line(meta, 7, ",test", "")                                       # no split field on this row
     fails("avs-s4", root, f"{meta}:7: ", "3 fields", "'split'")
 
@@ -300,16 +277,9 @@ def test_avs_ms3_missing_column_bad_bytes_bad_split(tmp_path):
     meta = write(tmp_path / "Multi-sources" / "ms3_meta_data.csv",
                  "video_id,split\n" + "".join(f"v{k}_1,{('train', 'val', 'test')[k % 3]}\n" for k in range(5)))
     assert [c.splits for c in load_dataset("avs-ms3", tmp_path).clips][:3] == [("train",), ("val",), ("test",)]
-    original = meta.read_bytes()
-    edit_line(meta, 1, "split", "subset")
-    fails("avs-ms3", tmp_path, f"{meta}:1: ", "no column 'split'", "columns: video_id, subset")
-    meta.write_bytes(original)
-    edit_line(meta, 3, "val", "Val")
-    fails("avs-ms3", tmp_path, f"{meta}:3: ", "split 'Val'")
-    meta.write_bytes(original)
-    edit_line(meta, 4, "v2", b"\xfe\xff")
-    fails("avs-ms3", tmp_path, f"{meta}:4:1: ", "not UTF-8")
-    meta.write_bytes(original)
+    fails_edited(meta, (1, "split", "subset"), "avs-ms3", tmp_path, f"{meta}:1: ", "no column 'split'", "columns: video_id, subset")
+    fails_edited(meta, (3, "val", "Val"), "avs-ms3", tmp_path, f"{meta}:3: ", "split 'Val'")
+    fails_edited(meta, (4, "v2", b"\xfe\xff"), "avs-ms3", tmp_path, f"{meta}:4:1: ", "not UTF-8")
     edit_line(meta, 5, "v3_1", "")
     fails("avs-ms3", tmp_path, f"{meta}:5: ", "clip name (column 1) is empty")
 
@@ -328,15 +298,9 @@ def test_avss_label2idx_string_index_syntax_error_bad_bytes(avss):
     original = path.read_bytes()
     lines = original.decode().split("\n")
     n = next(i for i, x in enumerate(lines) if '"clarinet"' in x) + 1
-    edit_line(path, n, "15", '"15"')
-    fails("avss", avss, f"{path}: ", "class 'clarinet' has index \"15\", a string; expected an integer")
-    path.write_bytes(original)
-    edit_line(path, n, ",", "")                                            # "clarinet": 15 "clipper": 16
-    fails("avss", avss, f"{path}:{n + 1}:5: ", "not valid JSON", "Expecting ',' delimiter")
-    path.write_bytes(original)
-    edit_line(path, n, "clarinet", b"clarin\xe9t")
-    fails("avss", avss, f"{path}:{n}:", "not UTF-8")
-    path.write_bytes(original)
+    fails_edited(path, (n, "15", '"15"'), "avss", avss, f"{path}: ", "class 'clarinet' has index \"15\", a string; expected an integer")
+    fails_edited(path, (n, ",", ""), "avss", avss, f"{path}:{n + 1}:5: ", "not valid JSON", "Expecting ',' delimiter")                                            # "clarinet": 15 "clipper": 16
+    fails_edited(path, (n, "clarinet", b"clarin\xe9t"), "avss", avss, f"{path}:{n}:", "not UTF-8")
     edit_line(path, n, "clarinet", "clarinette")
     fails("avss", avss, f"{path}: ", "differs from vocab.AVSS_CLASSES")
 
@@ -345,22 +309,11 @@ def test_avss_metadata_missing_column_bad_values_duplicate_bad_mask(avss):
     from collections import Counter
 
     meta = avss / "metadata.csv"
-    original = meta.read_bytes()
-    edit_line(meta, 1, "label", "subset")
-    fails("avss", avss, f"{meta}:1: ", "no column 'label'")
-    meta.write_bytes(original)
-    edit_line(meta, 3, "v1m,", "v1x,")
-    fails("avss", avss, f"{meta}:3: ", "label 'v1x' is not one of v1s, v1m, v2")
-    meta.write_bytes(original)
-    edit_line(meta, 4, ",test,", ",tst,")
-    fails("avss", avss, f"{meta}:4: ", "split 'tst'")
-    meta.write_bytes(original)
-    edit_line(meta, 5, "cat", b"c\xe0t")
-    fails("avss", avss, f"{meta}:5:", "not UTF-8")
-    meta.write_bytes(original)
-    edit_line(meta, 6, "v1m_x4", "v1m_x1")
-    fails("avss", avss, f"{meta}:6: ", "uid v1m_x1 appears twice (first at line 3)")
-    meta.write_bytes(original)
+    fails_edited(meta, (1, "label", "subset"), "avss", avss, f"{meta}:1: ", "no column 'label'")
+    fails_edited(meta, (3, "v1m,", "v1x,"), "avss", avss, f"{meta}:3: ", "label 'v1x' is not one of v1s, v1m, v2")
+    fails_edited(meta, (4, ",test,", ",tst,"), "avss", avss, f"{meta}:4: ", "split 'tst'")
+    fails_edited(meta, (5, "cat", b"c\xe0t"), "avss", avss, f"{meta}:5:", "not UTF-8")
+    fails_edited(meta, (6, "v1m_x4", "v1m_x1"), "avss", avss, f"{meta}:6: ", "uid v1m_x1 appears twice (first at line 3)")
     png = write(avss / "v2" / "v2_x2" / "labels_rgb" / "3.png", b"GIF89a not a png")
     clip = next(c for c in load_dataset("avss", avss, DatasetsConfig(avs_mask_size=8)).clips if c.clip_id == "v2_x2")
     with pytest.raises(DatasetError, match=re.escape(f"{png}: not a readable image")):
@@ -412,9 +365,7 @@ def test_music_avqa_syntax_error_and_bad_bytes(avqa):
     original = path.read_bytes()
     lines = original.split(b"\n")
     n = next(i for i in range(1000, len(lines)) if lines[i].strip().startswith(b'"question_content"')) + 1
-    edit_line(path, n, b'",', b'"')                                         # a lost comma
-    fails("music-avqa", avqa, f"{path}:{n + 1}:5: ", "not valid JSON", "Expecting ',' delimiter")
-    path.write_bytes(original)
+    fails_edited(path, (n, b'",', b'"'), "music-avqa", avqa, f"{path}:{n + 1}:5: ", "not valid JSON", "Expecting ',' delimiter")                                         # a lost comma
     n = next(i for i in range(3000, len(lines)) if b"question_content" in lines[i]) + 1
     edit_line(path, n, b"the", b"th\xe9")
     fails("music-avqa", avqa, f"{path}:{n}:", "not UTF-8")

@@ -210,6 +210,34 @@ def test_loader_workers_ignore_stop_signals_from_others_but_not_from_their_paren
     assert _state(pid) == "gone"
 
 
+def _at_loss_call(monkeypatch, n: int, action) -> dict:
+    """Make training run `action` in its n-th loss call (step n); returns the real TASKS."""
+    from trainer.tasks import TASKS
+    calls = {"n": 0}
+    real = dict(TASKS)
+
+    def wrapped(head):
+        def loss(out, batch):
+            calls["n"] += 1
+            if calls["n"] == n:
+                action()
+            return real[head].loss(out, batch)
+        return type("Task", (), {"loss": staticmethod(loss), "Head": real[head].Head, "decode": real[head].decode})
+
+    monkeypatch.setattr(T, "TASKS", {h: wrapped(h) for h in real})
+    return real
+
+
+def _assert_same_weights(whole: Path, run: Path, step: int) -> None:
+    """The run ended at `step` with the uninterrupted run's sampler, weights and Adam state."""
+    a, b = _weights(whole), _weights(run)
+    assert b["step"] == step and a["sampler"] == b["sampler"]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for k, state in a["optimizer"]["state"].items():
+        assert torch.equal(state["exp_avg_sq"], b["optimizer"]["state"][k]["exp_avg_sq"])
+
+
 def _weights(run: Path) -> dict:
     return ckpt.load(run / "checkpoints" / "last.pt")
 
@@ -219,19 +247,7 @@ def test_ctrl_c_then_resume_equals_uninterrupted(stores, tmp_path, monkeypatch):
     args = ("tasks=ave,llp,avs-s4,music-avqa", "max_steps=7", "eval_every=3", "workers=1")
     whole = T.train(config(stores, *args), tmp_path / "whole", quiet=True)
 
-    from trainer.tasks import TASKS
-    calls = {"n": 0}
-    real = dict(TASKS)
-
-    def interrupting(head):
-        def loss(out, batch):
-            calls["n"] += 1
-            if calls["n"] == 4:
-                os.kill(os.getpid(), signal.SIGINT)          # what Ctrl-C sends
-            return real[head].loss(out, batch)
-        return type("Task", (), {"loss": staticmethod(loss), "Head": real[head].Head, "decode": real[head].decode})
-
-    monkeypatch.setattr(T, "TASKS", {h: interrupting(h) for h in real})
+    real = _at_loss_call(monkeypatch, 4, lambda: os.kill(os.getpid(), signal.SIGINT))   # what Ctrl-C sends
     run = tmp_path / "cut"
     T.train(config(stores, *args), run, quiet=True)
     assert _weights(run)["step"] == 4
@@ -240,12 +256,7 @@ def test_ctrl_c_then_resume_equals_uninterrupted(stores, tmp_path, monkeypatch):
         T.train(T.resolve_config(["weight_decay=0.01"], resume_from=run), run, resume=True, quiet=True)
     T.train(T.resolve_config([], resume_from=run), run, resume=True, quiet=True)
 
-    a, b = _weights(whole), _weights(run)
-    assert b["step"] == 7 and a["sampler"] == b["sampler"]
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
-    for k, state in a["optimizer"]["state"].items():
-        assert torch.equal(state["exp_avg_sq"], b["optimizer"]["state"][k]["exp_avg_sq"])
+    _assert_same_weights(whole, run, step=7)
     records = [(r["kind"], r["step"], r["task"]) for r in read_log(load_run(run))[0]]
     assert records == [(r["kind"], r["step"], r["task"]) for r in read_log(load_run(whole))[0]]
 
@@ -258,19 +269,10 @@ def test_run_stopped_before_its_first_checkpoint_resumes_from_step_0(stores, tmp
     args = ("tasks=ave,llp", "max_steps=5", "eval_every=5")
     whole = T.train(config(stores, *args), tmp_path / "whole", quiet=True)
 
-    from trainer.tasks import TASKS
-    calls = {"n": 0}
-    real = dict(TASKS)
+    def crash():
+        raise RuntimeError("crash in step 3")
 
-    def crashing(head):
-        def loss(out, batch):
-            calls["n"] += 1
-            if calls["n"] == 3:
-                raise RuntimeError("crash in step 3")
-            return real[head].loss(out, batch)
-        return type("Task", (), {"loss": staticmethod(loss), "Head": real[head].Head, "decode": real[head].decode})
-
-    monkeypatch.setattr(T, "TASKS", {h: crashing(h) for h in real})
+    real = _at_loss_call(monkeypatch, 3, crash)
     run = tmp_path / "cut"
     with pytest.raises(RuntimeError, match="crash in step 3"):
         T.train(config(stores, *args), run, quiet=True)
@@ -288,12 +290,7 @@ def test_run_stopped_before_its_first_checkpoint_resumes_from_step_0(stores, tmp
     T.train(T.resolve_config([], resume_from=run), run, resume=True, quiet=True)
     assert "no checkpoint yet: starting from step 0" in " ".join(capsys.readouterr().err.split())
 
-    a, b = _weights(whole), _weights(run)
-    assert b["step"] == 5 and a["sampler"] == b["sampler"]
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
-    for k, state in a["optimizer"]["state"].items():
-        assert torch.equal(state["exp_avg_sq"], b["optimizer"]["state"][k]["exp_avg_sq"])
+    _assert_same_weights(whole, run, step=5)
     assert read_log(load_run(run))[0] == read_log(load_run(whole))[0]   # every loss and metric too
     assert json.loads((run / "run.json").read_text())["tasks"] == ["ave", "llp"]
 
