@@ -254,7 +254,7 @@ def info(
     if damage:
         for d in damage:
             typer.echo(f"{d.clip_id or '-'}\t{d.array}\t{d.reason}")
-        console.print(f"[red]damaged[/]: the same `avu extract` command with --repair extracts these clips again "
+        console.print("[red]damaged[/]: the same `avu extract` command with --repair extracts these clips again "
                       "(training refuses this store until then)")
         raise typer.Exit(1)
 
