@@ -55,7 +55,10 @@ import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
 PENDING, DONE, FAILED = 0, 1, 2
-SMALL = ("length", "audio_length", "visual_length", "status")   # written by the driver only, one chunk for all clips
+# written by the driver only, one chunk for all clips: name -> (dtype, fill value; -1: not recorded)
+SMALL_TYPES = {"length": ("int16", 0), "audio_length": ("int16", -1), "visual_length": ("int16", -1),
+               "status": ("int8", PENDING)}
+SMALL = tuple(SMALL_TYPES)
 MODALITY_LENGTHS = ("audio_length", "visual_length")
 FEATURE_ARRAYS = ("audio", "visual", "patches")   # the workers' arrays in stores without the attribute
 CHECKS = "checks"              # group of the per-clip records (bytes, CRC-32)
@@ -159,16 +162,19 @@ def create(
         group.create_array(name, shape=(n, *tail), chunks=(1, *tail), dtype=dtype,
                            compressors=_codecs(compression_level), fill_value=_fill(dtype))
         _create_checks(group, name, n)
-    group.create_array("length", shape=(n,), chunks=(n,), dtype="int16", fill_value=0, compressors=_codecs())
-    for name in MODALITY_LENGTHS:
-        group.create_array(name, shape=(n,), chunks=(n,), dtype="int16", fill_value=-1, compressors=_codecs())
-    group.create_array("status", shape=(n,), chunks=(n,), dtype="int8", fill_value=PENDING,
-                       compressors=_codecs())
+    for name in SMALL:
+        _create_small(group, name, n)
     group.attrs.update({"clip_ids": list(clip_ids), "failures": {}, "feature_arrays": list(arrays), **attrs})
     if path.is_dir():
         path.rmdir()                 # an empty folder (checked above)
     os.rename(tmp, path)             # atomic: the store appears whole or not at all
     return FeatureStore(path, mode="r+")
+
+
+def _create_small(group, name: str, n: int):
+    """A SMALL array: one chunk for all n clips, written by the driver only."""
+    dtype, fill = SMALL_TYPES[name]
+    return group.create_array(name, shape=(n,), chunks=(n,), dtype=dtype, fill_value=fill, compressors=_codecs())
 
 
 def _create_checks(group, name: str, n: int):
@@ -490,8 +496,7 @@ class FeatureStore:
         for name, values in zip(MODALITY_LENGTHS, (audio_lengths, visual_lengths)):
             if values is not None:
                 if name not in self.group:       # a store made before they were recorded: -1 = not known
-                    self.group.create_array(name, shape=(len(self),), chunks=(len(self),), dtype="int16",
-                                            fill_value=-1, compressors=_codecs())
+                    _create_small(self.group, name, len(self))
                 column = self._read_whole(name)
                 column[indices] = values
                 self.group[name][:] = column

@@ -196,9 +196,9 @@ def _score_vggss(preds: dict, fs: FeatureStore, chance: bool) -> dict:
 
 
 def _upsample_logits(logits: np.ndarray, size: int) -> torch.Tensor:
-    """(n, T, h, w) -> (n, T, size, size) exactly as the avs head's decode does, in float32, or
-    in float64 for float64 logits (the metrics score in the logits' dtype)."""
-    x = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float64 if logits.dtype == np.float64 else np.float32))
+    """(n, T, h, w) -> (n, T, size, size) by the avs head's decode, which also sets the dtype
+    (float32; float64 logits stay float64, as the metrics score in the logits' dtype)."""
+    x = torch.from_numpy(np.ascontiguousarray(logits))
     return TASKS["avs"].decode({"mask_logits": x[:, :, None]}, size=size)["mask_logits"]
 
 
