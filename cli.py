@@ -312,17 +312,17 @@ def train(
     --resume continues as if never stopped."""
     from pipeline.config import ConfigError
     from pipeline.store import StoreError
-    from trainer.train import resolve_config, train as run_train
+    from trainer.train import train as run_train
 
     try:
-        cfg = resolve_config(overrides, config, out if resume else None, tasks=tasks, stores=stores)
+        cfg = train_config(overrides, config, out if resume else None, tasks=tasks, stores=stores)
     except (ConfigError, FileNotFoundError, ValueError) as err:
         _fail(str(err))
     if nproc > 1:
         import subprocess
 
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "-m", "trainer.train", "--out", str(out), *(["--resume"] if resume else []),
+               "-m", "cli", "train", "--out", str(out), *(["--resume"] if resume else []),
                *(["--config", str(config)] if config else []), *(["--quiet"] if quiet else []),
                *(f"{k}={v}" for k, v in (("tasks", tasks), ("stores", stores)) if v is not None),
                *(overrides or [])]
@@ -337,6 +337,24 @@ def train(
                       "from the last checkpoint written")
         raise typer.Exit(130)
     console.print(f"run in {run}; evaluate it with: avu eval {run} --split test")
+
+
+def train_config(overrides: list[str] | None = None, config: Path | None = None, resume_from: Path | None = None,
+                 **flags) -> "TrainConfig":  # noqa: F821
+    """Stage two's settings: stages.yaml's train section (or, resuming, the run's config.yaml) +
+    key=value overrides + flags that are not None (--tasks, --stores)."""
+    import yaml
+
+    from pipeline.config import build, load_stage, parse_overrides
+    from trainer.config import TrainConfig
+
+    values = {**parse_overrides(overrides or []), **{k: v for k, v in flags.items() if v is not None}}
+    if resume_from is not None and (Path(resume_from) / "config.yaml").is_file():
+        saved = yaml.safe_load((Path(resume_from) / "config.yaml").read_text())
+        saved = {k: v for k, v in saved.items() if k != "name"}
+        saved["tasks"] = ",".join(saved["tasks"]) if isinstance(saved["tasks"], list) else saved["tasks"]
+        return build(TrainConfig, {**saved, **values}, f"{resume_from}/config.yaml")
+    return load_stage("train", config, values, cls=TrainConfig)
 
 
 @app.command("eval")

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from trainer.attention import attention_impl  # noqa: E402
 from trainer.model import AVUnified, ModelConfig  # noqa: E402
-from trainer.tasks import TASKS  # noqa: E402
+from trainer.tasks import BENCHMARKS, HEADS as TASKS  # noqa: E402
 
 VARIANTS = {"ave": "ave", "llp": "llp", "vggss": "vggss", "s4": "avs", "avss": "avs", "avqa": "avqa"}
 N_CLASSES = {"ave": 29, "llp": 25, "avss": 71, "avqa": 42}
@@ -73,7 +73,7 @@ def build(a: argparse.Namespace, device: torch.device):
     def step() -> None:
         model.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            out = model(batch, task, vocab, valid_ids)
+            out = model(batch, task, vocab, valid_ids, **({"mode": "classes"} if a.one == "avss" else {}))
             loss = TASKS[task].loss(out, batch)
         loss.backward()
         if device.type == "cuda":

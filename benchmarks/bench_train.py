@@ -36,10 +36,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from trainer.attention import set_attention_impl  # noqa: E402
-from trainer.data import ALL_TASKS, BatchDataset, TaskSampler, make_loader, open_tasks, to_device  # noqa: E402
-from trainer.evaluate import autocast, build_model, task_tensors  # noqa: E402
+from trainer.data import BatchDataset, TaskSampler, make_loader, open_tasks, to_device  # noqa: E402
+from trainer.runtime import autocast, build_model, task_tensors  # noqa: E402
 from trainer.model import ModelConfig  # noqa: E402
-from trainer.tasks import TASKS  # noqa: E402
+from trainer.tasks import BENCHMARKS, HEADS as TASKS  # noqa: E402
 
 PAPER_T = {"avs-s4": 5, "avs-ms3": 5, "music-avqa": 60}
 
@@ -47,11 +47,11 @@ PAPER_T = {"avs-s4": 5, "avs-ms3": 5, "music-avqa": 60}
 def make_fake_stores(root: Path, clips: int, dim: int, grid: int, mask: int) -> str:
     from tests.fake_stores import make_stores
 
-    return make_stores(root, ALL_TASKS, clips, D=dim, G=grid, S=mask, T_of=PAPER_T)
+    return make_stores(root, tuple(BENCHMARKS), clips, D=dim, G=grid, S=mask, T_of=PAPER_T)
 
 
 def setup(a: argparse.Namespace, device: torch.device):
-    stores = open_tasks(list(ALL_TASKS) if a.tasks == "all" else a.tasks.split(","), a.stores)
+    stores = open_tasks(list(tuple(BENCHMARKS)) if a.tasks == "all" else a.tasks.split(","), a.stores)
     s = next(iter(stores.values()))
     sampler = TaskSampler({t: x.n("train") for t, x in stores.items()}, a.batch, dict.fromkeys(stores, 1.0), 0)
     mcfg = ModelConfig(d_model=a.d_model, n_heads=a.heads, d_ff=a.d_model, visual_dim=s.visual_dim,
@@ -85,9 +85,9 @@ def child_train(a: argparse.Namespace) -> dict:
         batch.pop("state")
         t0 = time.perf_counter()
         batch = to_device(batch, device)
-        head = stores[task].head
+        spec = stores[task].spec
         with autocast(device, a.precision):
-            loss = TASKS[head].loss(model(batch, head, *tensors[task]), batch)
+            loss = spec.loss()(model(batch, spec.head, *tensors[task], **spec.head_options), batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -1,7 +1,9 @@
 """Stage settings: one dataclass per stage, filled from `stages.yaml` plus `key=value` overrides.
 
-Config stops at the CLI: code below `cli.py` takes these dataclasses, never the YAML dict.
-Unknown keys fail loudly, naming the file, the section and the valid keys.
+Stage one's dataclasses are here, stage two's (TrainConfig) in trainer/config.py; this module
+also reads them (`load_stage`). Config stops at the CLI: only `cli.py` reads settings files;
+code below it takes these dataclasses, never the YAML dict. Unknown keys fail loudly, naming
+the file, the section and the valid keys.
 """
 
 from __future__ import annotations
@@ -70,48 +72,8 @@ class DatasetsConfig:
     music_avqa_videos: str = "MUSIC-AVQA/{id}.mp4"
 
 
-def _uniform() -> dict[str, float]:
-    return {t: 1.0 for t in ("ave", "llp", "vggss", "avs-s4", "avs-ms3", "avss", "music-avqa")}
-
-
-@dataclass
-class TrainConfig:
-    """Stage two: the multi-task trainer on the feature stores (trainer/train.py). Defaults are
-    the paper's (IV-B): Adam 1e-4, x0.1 every 10 epochs, batch 64, 200 epochs, uniform tasks."""
-
-    tasks: str = "all"               # all | comma list: ave,llp,vggss,avs-s4,avs-ms3,avss,music-avqa
-    stores: str = "features/{task}.zarr"   # each task's feature store; {task} = the dataset name
-    task_weights: dict = field(default_factory=_uniform)   # draw probability of each task per step
-    seed: int = 0
-    epochs: int = 200                # an epoch = as many steps as all tasks' training batches together
-    max_steps: int = 0               # > 0: stop after this many steps (the schedule still follows epochs)
-    batch_size: int = 64             # global: split over the processes of a distributed run
-    questions_per_video: int = 1     # MUSIC-AVQA: draw questions in runs of up to N of one video (1 = any mix)
-    lr: float = 1.0e-4
-    lr_decay: float = 0.1            # lr x lr_decay every lr_decay_epochs
-    lr_decay_epochs: int = 10
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0           # max global gradient norm (0 = off)
-    precision: str = "auto"          # auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32
-    attention: str = "fused"         # fused (SDPA) | naive (the bmm reference)
-    device: str = "auto"             # auto | cpu | cuda | cuda:N
-    workers: int = 2                 # loader processes (0 = read in the training process)
-    prefetch: int = 4                # batches each loader process reads ahead
-    eval_every: int = 0              # validate every N steps (0 = every epoch)
-    eval_batch_size: int = 32
-    val_split: str = "val"           # tasks whose store has no such split are not validated
-    log_every: int = 20              # steps between loss records in metrics.jsonl
-    best_per_task: bool = True       # also keep the best checkpoint of every task
-    standardise: bool = True         # features to zero mean, unit std per channel (training statistics)
-    d_model: int = 512               # model (trainer/model.py ModelConfig); HAN widths
-    n_heads: int = 4
-    d_ff: int = 512
-    dropout: float = 0.1
-    dec_layers: int = 1
-    mask_channels: int = 64
-
-
-STAGES: dict[str, type] = {"extract": ExtractConfig, "datasets": DatasetsConfig, "train": TrainConfig}
+STAGES: dict[str, type] = {"extract": ExtractConfig, "datasets": DatasetsConfig}   # stage one's
+SECTIONS = ("extract", "datasets", "train")   # stages.yaml's sections; train: trainer/config.py TrainConfig
 
 
 def _coerce(value: object, hint: object, where: str) -> object:
@@ -165,11 +127,13 @@ def parse_overrides(items: typing.Iterable[str]) -> dict:
     return out
 
 
-def load_stage(stage: str, path: Path | None = None, overrides: dict | None = None) -> object:
-    """The dataclass of `stage` from the YAML file at `path` (default: the shipped stages.yaml)."""
+def load_stage(stage: str, path: Path | None = None, overrides: dict | None = None, cls: type | None = None) -> object:
+    """The dataclass of `stage` (`cls`, default STAGES[stage]) from the YAML file at `path`
+    (default: the shipped stages.yaml) plus overrides."""
     path = Path(path or DEFAULT_STAGES)
-    if stage not in STAGES:
-        raise ConfigError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    if stage not in SECTIONS or (cls is None and stage not in STAGES):
+        raise ConfigError(f"unknown stage {stage!r}; stages: {', '.join(SECTIONS)}")
+    cls = cls or STAGES[stage]
     try:
         doc = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
@@ -178,14 +142,14 @@ def load_stage(stage: str, path: Path | None = None, overrides: dict | None = No
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: expected a mapping of stage sections")
-    unknown = sorted(set(doc) - set(STAGES))
+    unknown = sorted(set(doc) - set(SECTIONS))
     if unknown:
-        raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}; sections: {', '.join(STAGES)}")
+        raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}; sections: {', '.join(SECTIONS)}")
     section = doc.get(stage) or {}
     if not isinstance(section, dict):
         raise ConfigError(f"{path} [{stage}]: expected a mapping")
     values = {**section, **(overrides or {})}
-    return build(STAGES[stage], values, f"{path.name} [{stage}]")
+    return build(cls, values, f"{path.name} [{stage}]")
 
 
 def resolve_path(value: str, base: Path = DEFAULT_STAGES.parent) -> Path:

@@ -29,7 +29,7 @@ def make_store(root: Path, task: str, n: int = 12, seed: int = 0, D: int = D, G:
     fs = create(path, ids, {"audio": ((T, 128), "float16"), "visual": ((T, D), "float16"),
                             "patches": ((T, G * G, D), "float16")},
                 {"task": task, "dataset": task, "T": T, "splits": splits, "classes": CLASSES[task],
-                 "random_weights": True})
+                 "random_weights": True, "prompt_names": list(TASKS)})
     for name, shape in (("audio", (T, 128)), ("visual", (T, D)), ("patches", (T, G * G, D))):
         fs.put(name, rng.standard_normal(size=(n, *shape), dtype=np.float32).astype(np.float16))
     for name, values in targets(task, n, T, S, rng).items():
@@ -81,3 +81,21 @@ def make_stores(root: Path, tasks=TASKS, n: int = 12, **shapes) -> str:
     for t in tasks:
         make_store(root, t, n, **shapes)
     return str(root / "{task}.zarr")
+
+
+def on_loss_call(n: int, action) -> dict:
+    """trainer.tasks.BENCHMARKS with every loss wrapped so that the n-th loss call (training step
+    n) runs `action` first (tests patch it into trainer.train)."""
+    from dataclasses import replace
+
+    from trainer.tasks import BENCHMARKS
+    calls = {"n": 0}
+
+    def wrap(loss):
+        def counted(out, batch):
+            calls["n"] += 1
+            if calls["n"] == n:
+                action()
+            return loss(out, batch)
+        return counted
+    return {name: replace(b, losses={k: wrap(f) for k, f in b.losses.items()}) for name, b in BENCHMARKS.items()}

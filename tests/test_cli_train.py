@@ -192,21 +192,14 @@ def test_sigterm_to_the_process_group_saves_the_step_reached_and_resume_matches(
 def test_a_second_ctrl_c_stops_at_once(stores, tmp_path, monkeypatch):
     """The first Ctrl-C asks for a stop at the end of the step; a second one, during that step,
     stops at once: exit 130, a line saying how to resume, the last checkpoint left as it was."""
+    from tests.fake_stores import on_loss_call
     from trainer import train as T
-    from trainer.tasks import TASKS
 
-    real, calls = dict(TASKS), {"n": 0}
+    def ctrl_c_twice():                             # at step 3
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
 
-    def interrupting(head):
-        def loss(out, batch):
-            calls["n"] += 1
-            if calls["n"] == 3:                     # step 3: Ctrl-C twice
-                os.kill(os.getpid(), signal.SIGINT)
-                os.kill(os.getpid(), signal.SIGINT)
-            return real[head].loss(out, batch)
-        return type("Task", (), {"loss": staticmethod(loss), "Head": real[head].Head, "decode": real[head].decode})
-
-    monkeypatch.setattr(T, "TASKS", {h: interrupting(h) for h in real})
+    monkeypatch.setattr(T, "BENCHMARKS", on_loss_call(3, ctrl_c_twice))
     run = tmp_path / "run"
     result = CliRunner().invoke(app, ["train", "--out", str(run), "--tasks", "ave", "--stores", stores, "--quiet",
                                       *TINY])

@@ -7,7 +7,10 @@ import json
 
 import torch
 
-from trainer.demo import HEADLINE, demo
+from trainer.demo import demo
+from trainer.tasks import BENCHMARKS
+
+HEADLINE = {name: b.headline for name, b in BENCHMARKS.items()}
 from trainer.rundir import load_evals, load_run
 
 

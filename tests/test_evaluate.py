@@ -15,8 +15,10 @@ from pipeline.store import FeatureStore
 from trainer import metrics as M
 from trainer import report as R
 from trainer.evaluate import evaluate, rescore, score
-from trainer.rundir import METRIC_KEYS, load_evals, load_run, load_predictions
-from trainer.train import resolve_config, train
+from trainer.tasks import BENCHMARKS
+from trainer.rundir import load_evals, load_run, load_predictions
+from cli import train_config as resolve_config
+from trainer.train import train
 
 from .fake_stores import make_stores
 
@@ -44,7 +46,7 @@ def test_perfect_predictions_score_full_marks(run):
     preds = {"global_prob": (ga | gv).any(-1).astype(np.float32), "frame_prob_a": ga.transpose(0, 2, 1) * 1.0,
              "frame_prob_v": gv.transpose(0, 2, 1) * 1.0, "clip_index": idx}
     r = score("llp", preds, fs)
-    assert set(r["metrics"]) == set(METRIC_KEYS["llp"]) and min(r["metrics"].values()) == 1.0
+    assert set(r["metrics"]) == set(BENCHMARKS["llp"].metric_keys) and min(r["metrics"].values()) == 1.0
     assert all(v == 1.0 for v in r["per_class"].values())
     fs = store("avs-s4")
     masks = fs.read("masks", idx)
@@ -92,7 +94,7 @@ def test_eval_writes_the_run_directory_format_and_report_reads_it(run):
     evals = load_evals(info, "test")
     assert set(evals) == set(TASKS)
     for t, e in evals.items():
-        keys = set(METRIC_KEYS[t])   # MUSIC-AVQA leaves out the types a split lacks (official)
+        keys = set(BENCHMARKS[t].metric_keys)   # MUSIC-AVQA leaves out the types a split lacks (official)
         assert set(e.metrics) <= keys and (t == "music-avqa" or set(e.metrics) == keys), t
         assert set(e.chance) == set(e.metrics) and e.random_weights and e.n > 0
     pred = load_predictions(info, "test", "vggss")

@@ -9,11 +9,12 @@ import torch.nn.functional as F
 import trainer.attention as attention
 from trainer.attention import attention_impl, get_attention_impl, window_mask
 from trainer.model import AVUnified, ModelConfig, TPMLayer, default_scales
-from trainer.tasks import TASKS
+from trainer.tasks import HEADS as TASKS
 
 D_CLIP, V, M, B = 24, 160, 16, 3
 # variant -> task; "s4" and "avss" are the two modes of the "avs" head
 VARIANTS = {"ave": "ave", "llp": "llp", "vggss": "vggss", "s4": "avs", "avss": "avs", "avqa": "avqa"}
+MODE = {"s4": {"mode": "binary"}, "avss": {"mode": "classes"}}   # the avs head's keyword
 VALID_IDS = {"ave": torch.arange(0, 29), "llp": torch.arange(29, 54), "vggss": None, "s4": None,
              "avss": torch.arange(60, 131), "avqa": torch.arange(140, 150)}
 
@@ -71,7 +72,8 @@ def vocab(seed: int = 1, d: int = D_CLIP) -> torch.Tensor:
 
 
 def run(model: AVUnified, variant: str, batch: dict) -> tuple[dict, torch.Tensor]:
-    out = model(batch, VARIANTS[variant], vocab(d=batch["prompt"].shape[-1]), VALID_IDS[variant])
+    out = model(batch, VARIANTS[variant], vocab(d=batch["prompt"].shape[-1]), VALID_IDS[variant],
+                **MODE.get(variant, {}))
     return out, TASKS[VARIANTS[variant]].loss(out, batch)
 
 

@@ -18,6 +18,7 @@ import torch
 from pipeline.config import ConfigError
 from pipeline.store import FeatureStore
 from trainer import checkpoint as ckpt
+from cli import train_config
 from trainer import train as T
 from trainer.data import (BatchDataset, TaskSampler, feature_stats, make_loader, open_tasks, resolve_tasks,
                           to_device)
@@ -39,7 +40,7 @@ def stores(tmp_path_factory) -> str:
 
 
 def config(stores: str, *extra: str):
-    return T.resolve_config([*TINY, f"stores={stores}", *extra])
+    return train_config([*TINY, f"stores={stores}", *extra])
 
 
 def test_tasks_and_config():
@@ -47,11 +48,11 @@ def test_tasks_and_config():
     assert resolve_tasks("llp, ave") == ["ave", "llp"]
     with pytest.raises(ValueError, match="unknown task"):
         resolve_tasks("ave,avqa")
-    cfg = T.resolve_config()
+    cfg = train_config()
     assert (cfg.lr, cfg.lr_decay, cfg.lr_decay_epochs, cfg.batch_size, cfg.epochs) == (1e-4, 0.1, 10, 64, 200)
     assert set(cfg.task_weights.values()) == {1.0} and len(cfg.task_weights) == 7   # the paper: uniform
     with pytest.raises(ConfigError, match="bogus"):
-        T.resolve_config(["bogus=1"])
+        train_config(["bogus=1"])
 
 
 def test_sampler_is_seeded_weighted_resumable_and_shards(stores):
@@ -211,21 +212,11 @@ def test_loader_workers_ignore_stop_signals_from_others_but_not_from_their_paren
 
 
 def _at_loss_call(monkeypatch, n: int, action) -> dict:
-    """Make training run `action` in its n-th loss call (step n); returns the real TASKS."""
-    from trainer.tasks import TASKS
-    calls = {"n": 0}
-    real = dict(TASKS)
-
-    def wrapped(head):
-        def loss(out, batch):
-            calls["n"] += 1
-            if calls["n"] == n:
-                action()
-            return real[head].loss(out, batch)
-        return type("Task", (), {"loss": staticmethod(loss), "Head": real[head].Head, "decode": real[head].decode})
-
-    monkeypatch.setattr(T, "TASKS", {h: wrapped(h) for h in real})
-    return real
+    """Make training run `action` in its n-th loss call (step n); returns the real BENCHMARKS."""
+    from tests.fake_stores import on_loss_call
+    from trainer.tasks import BENCHMARKS
+    monkeypatch.setattr(T, "BENCHMARKS", on_loss_call(n, action))
+    return BENCHMARKS
 
 
 def _assert_same_weights(whole: Path, run: Path, step: int) -> None:
@@ -251,10 +242,10 @@ def test_ctrl_c_then_resume_equals_uninterrupted(stores, tmp_path, monkeypatch):
     run = tmp_path / "cut"
     T.train(config(stores, *args), run, quiet=True)
     assert _weights(run)["step"] == 4
-    monkeypatch.setattr(T, "TASKS", real)
+    monkeypatch.setattr(T, "BENCHMARKS", real)
     with pytest.raises(ValueError, match=r"last\.pt records other settings.*weight_decay 0\.0 -> 0\.01"):
-        T.train(T.resolve_config(["weight_decay=0.01"], resume_from=run), run, resume=True, quiet=True)
-    T.train(T.resolve_config([], resume_from=run), run, resume=True, quiet=True)
+        T.train(train_config(["weight_decay=0.01"], resume_from=run), run, resume=True, quiet=True)
+    T.train(train_config([], resume_from=run), run, resume=True, quiet=True)
 
     _assert_same_weights(whole, run, step=7)
     records = [(r["kind"], r["step"], r["task"]) for r in read_log(load_run(run))[0]]
@@ -276,18 +267,18 @@ def test_run_stopped_before_its_first_checkpoint_resumes_from_step_0(stores, tmp
     run = tmp_path / "cut"
     with pytest.raises(RuntimeError, match="crash in step 3"):
         T.train(config(stores, *args), run, quiet=True)
-    monkeypatch.setattr(T, "TASKS", real)
+    monkeypatch.setattr(T, "BENCHMARKS", real)
     assert not (run / "checkpoints" / "last.pt").exists()
     assert [r["step"] for r in read_log(load_run(run))[0]] == [1, 2]
 
     with pytest.raises(FileExistsError, match="before its first checkpoint: --resume starts it again from step 0"):
         T.train(config(stores, *args), run, quiet=True)
     with pytest.raises(ValueError, match=r"config\.yaml records other settings.*lr 0\.001 -> 0\.002"):
-        T.train(T.resolve_config(["lr=0.002"], resume_from=run), run, resume=True, quiet=True)
+        T.train(train_config(["lr=0.002"], resume_from=run), run, resume=True, quiet=True)
     with pytest.raises(ValueError, match=r"config\.yaml records other settings.*tasks ave,llp -> ave"):
-        T.train(T.resolve_config(["tasks=ave"], resume_from=run), run, resume=True, quiet=True)
+        T.train(train_config(["tasks=ave"], resume_from=run), run, resume=True, quiet=True)
     capsys.readouterr()
-    T.train(T.resolve_config([], resume_from=run), run, resume=True, quiet=True)
+    T.train(train_config([], resume_from=run), run, resume=True, quiet=True)
     assert "no checkpoint yet: starting from step 0" in " ".join(capsys.readouterr().err.split())
 
     _assert_same_weights(whole, run, step=5)
@@ -303,7 +294,7 @@ def test_nothing_to_resume_and_a_last_pt_not_from_avu_train(stores, tmp_path):
     last.write_bytes((run / "checkpoints" / "best.pt").read_bytes())    # the model alone
     with pytest.raises(ckpt.CheckpointError, match=r"last\.pt: not a last\.pt written by avu train "
                                                    r"\(it lacks optimizer, scheduler, sampler, rng\)"):
-        T.train(T.resolve_config([], resume_from=run), run, resume=True, quiet=True)
+        T.train(train_config([], resume_from=run), run, resume=True, quiet=True)
 
 
 def test_run_directory(stores, tmp_path):
@@ -329,10 +320,10 @@ def test_ddp_two_processes_match_one(stores, tmp_path):
     """torchrun, 2 CPU processes (gloo), each half of the global batch: the same weights as one
     process on the whole batch (dropout off; these losses are means over the batch)."""
     args = [*TINY, f"stores={stores}", "tasks=ave,llp", "max_steps=3", "eval_every=3", "dropout=0"]
-    one = T.train(T.resolve_config(args), tmp_path / "one", quiet=True)
+    one = T.train(train_config(args), tmp_path / "one", quiet=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
-           "-m", "trainer.train", "--out", str(tmp_path / "two"), "--quiet", *args]
+           "-m", "cli", "train", "--out", str(tmp_path / "two"), "--quiet", *args]
     done = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     a, b = _weights(one), _weights(tmp_path / "two")

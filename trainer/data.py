@@ -8,10 +8,13 @@
         batch = to_device(batch, device, feature_stats(stores))
 
 Decisions (the paper is silent):
-- A task is a dataset (the names of the stores and of the run directory); S4, MS3 and AVSS
-  share the "avs" head (HEADS). MUSIC-AVQA samples are QUESTIONS (rows of the store's question
-  table, features of their video, the question's CLIP embedding as the prompt); every other
-  task's samples are clips, with the task prompt's CLIP embedding (shared/task_emb) as prompt.
+- A task is a benchmark (trainer.tasks.BENCHMARKS; the names of the stores and of the run
+  directory); what a batch reads beside the features is its Benchmark's `targets`. Where a
+  Benchmark says `questions` (MUSIC-AVQA) its samples are QUESTIONS (rows of the store's
+  question table, features of their video, the question's CLIP embedding as the prompt); every
+  other task's samples are clips, with its task prompt's CLIP embedding as prompt: the row of
+  shared/task_emb named by the store's attrs["prompt_names"] (stores older than that attribute:
+  the order of attrs["task_prompts"]).
 - One batch is one task. The batch's task is drawn at step s from a generator seeded with
   (seed, s), so the sequence depends on nothing but the seed and the weights. Task k's n-th
   batch is slice n % per_epoch of a permutation seeded with (seed, k, n // per_epoch): each
@@ -51,31 +54,21 @@ import numpy as np
 import torch
 
 from pipeline.store import FeatureStore, StoreError, damage_message
-from pipeline.vocab import TASKS as PROMPT_ORDER
+from trainer.tasks import BENCHMARKS
+from trainer.tasks.spec import Benchmark
 
-HEADS = {"ave": "ave", "llp": "llp", "vggss": "vggss", "avs-s4": "avs", "avs-ms3": "avs", "avss": "avs",
-         "music-avqa": "avqa"}
-ALL_TASKS = tuple(HEADS)
-TARGETS = {  # per-sample arrays read beside the features (training targets and ground truth)
-    "ave": ("labels",), "llp": ("video_labels", "gt_audio", "gt_visual"),
-    "vggss": (),   # the loss is contrastive; evaluation reads the (float64) boxes itself
-    "avs-s4": ("masks", "mask_valid", "length"), "avs-ms3": ("masks", "mask_valid", "length"),
-    "avss": ("masks", "mask_valid", "length"),   # length: the dense heads predict background past it
-    "music-avqa": (),
-}
 LONG = ("labels", "answer")  # targets the losses index with
-NO_TOKENS = ("vggss", "avs-s4", "avs-ms3")  # heads called without valid_ids (S4/MS3: binary masks)
 SPLITS = ("train", "val", "test")
 
 
 def resolve_tasks(tasks: str | list[str]) -> list[str]:
-    """"all" or a comma list (or a list) of task names, checked, in ALL_TASKS order."""
-    names = list(ALL_TASKS) if tasks in ("all", ["all"]) else (
+    """"all" or a comma list (or a list) of task names, checked, in BENCHMARKS order."""
+    names = list(BENCHMARKS) if tasks in ("all", ["all"]) else (
         [t.strip() for t in tasks.split(",") if t.strip()] if isinstance(tasks, str) else list(tasks))
-    unknown = [t for t in names if t not in HEADS]
+    unknown = [t for t in names if t not in BENCHMARKS]
     if unknown or not names:
-        raise ValueError(f"unknown task(s) {unknown or names}; tasks: all or a comma list of {', '.join(ALL_TASKS)}")
-    return [t for t in ALL_TASKS if t in names]
+        raise ValueError(f"unknown task(s) {unknown or names}; tasks: all or a comma list of {', '.join(BENCHMARKS)}")
+    return [t for t in BENCHMARKS if t in names]
 
 
 @dataclass
@@ -89,15 +82,20 @@ class TaskStore:
     n_patches: int
     vocab_emb: np.ndarray                 # (V, D) float32
     valid_ids: np.ndarray | None          # (K,) the task's class tokens (targets are positions in it);
-                                          # None for NO_TOKENS, even where the store has them (S4)
+                                          # None where its Benchmark has no class_tokens, even where
+                                          # the store has them (S4)
     classes: list[str]
     random_weights: bool
     samples: dict[str, np.ndarray] = field(default_factory=dict)   # split -> sample indices
     questions: dict[str, np.ndarray] = field(default_factory=dict)  # MUSIC-AVQA: clip, answer, type, emb
 
     @property
+    def spec(self) -> Benchmark:
+        return BENCHMARKS[self.task]
+
+    @property
     def head(self) -> str:
-        return HEADS[self.task]
+        return self.spec.head
 
     def n(self, split: str) -> int:
         return len(self.samples.get(split, ()))
@@ -120,19 +118,20 @@ def open_task(task: str, path: Path | str) -> TaskStore:
         raise StoreError(damage_message(fs.path, damage))
     if attrs.get("task", attrs.get("dataset")) not in (task, None):
         raise StoreError(f"{path}: holds {attrs.get('task')!r}, not {task!r}")
-    if task not in HEADS:
+    if task not in BENCHMARKS:
         raise StoreError(f"{path}: unknown task {task!r}")
+    spec = BENCHMARKS[task]
     shared = dict(fs.group["shared"].arrays()) if "shared" in fs.group else {}
     for name in ("vocab_emb", "task_emb"):
         if name not in shared:
             raise StoreError(f"{path}: no shared/{name}; extract it with `avu extract --dataset {task}`")
     patches = fs.group["patches"].shape
-    valid = fs.shared("valid_ids").astype(np.int64) if "valid_ids" in shared and task not in NO_TOKENS else None
+    valid = fs.shared("valid_ids").astype(np.int64) if "valid_ids" in shared and spec.class_tokens else None
     ts = TaskStore(task, Path(path), int(attrs.get("T") or patches[1]), int(patches[-1]), int(patches[2]),
                    fs.shared("vocab_emb").astype(np.float32), valid, list(attrs.get("classes", [])),
                    fs.random_weights)
     done = fs.done()
-    if task == "music-avqa":
+    if spec.questions:
         clip = fs.shared("question_clip").astype(np.int64)
         split_names = list(attrs["question_splits"])
         split_of = fs.shared("question_split")
@@ -163,8 +162,7 @@ class TaskData:
 
     def __init__(self, ts: TaskStore, with_patches: bool):
         self.ts = ts
-        self.arrays = ("audio", "visual") + (("patches",) if with_patches else ()) + TARGETS[ts.task]
-        self.prompt_row = PROMPT_ORDER.index(ts.task)
+        self.arrays = ("audio", "visual") + (("patches",) if with_patches else ()) + ts.spec.targets
         self._fs: FeatureStore | None = None
         self._prompt: np.ndarray | None = None
 
@@ -175,7 +173,7 @@ class TaskData:
     def fs(self) -> FeatureStore:
         if self._fs is None:
             self._fs = FeatureStore(self.ts.path)
-            self._prompt = self._fs.shared("task_emb")[self.prompt_row]
+            self._prompt = self._fs.shared("task_emb")[prompt_row(self._fs, self.ts.task)]
         return self._fs
 
     def read(self, split: str, positions: np.ndarray) -> dict[str, np.ndarray]:
@@ -207,6 +205,15 @@ class TaskData:
         if "emb" not in self.ts.questions:   # read once per process (Q x D float16)
             self.ts.questions["emb"] = self.fs.shared("question_emb")
         return self.ts.questions["emb"]
+
+
+def prompt_row(fs: FeatureStore, task: str) -> int:
+    """The row of shared/task_emb that holds the task's prompt, found by name."""
+    names = list(fs.attrs.get("prompt_names") or fs.attrs.get("task_prompts") or ())
+    if task not in names:
+        raise StoreError(f"{fs.path}: shared/task_emb has no row for {task!r} (rows: {', '.join(names) or 'unnamed'}); "
+                         f"extract the store again with `avu extract --dataset {task}`")
+    return names.index(task)
 
 
 class BatchDataset(torch.utils.data.Dataset):
@@ -253,7 +260,7 @@ class TaskSampler(torch.utils.data.Sampler):
 
     def indices(self, task: str, count: int) -> np.ndarray:
         """The global batch of the task's count-th draw."""
-        k, B = ALL_TASKS.index(task), self.batch[task]
+        k, B = list(BENCHMARKS).index(task), self.batch[task]
         epoch, n = divmod(count, self.per_epoch[task])
         rng = np.random.default_rng([self.seed, k, epoch])
         if task in self.groups:

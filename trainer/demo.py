@@ -46,11 +46,7 @@ EXTRACT = dict(clip_model="avu-tiny-clip", random_weights=True, workers=0, patch
 DATASETS = dict(avs_mask_size=32)
 DEMO_TRAIN = dict(d_model=64, n_heads=2, d_ff=128, dropout=0.0, mask_channels=16, batch_size=16, lr=1e-3,
                   workers=1, prefetch=4, log_every=25, eval_batch_size=32, questions_per_video=4,
-                  task_weights={"avs-s4": 2, "avs-ms3": 2, "avss": 3, "music-avqa": 10})
-DECAY_AT = 0.75   # lr x 0.1 once, after this fraction of the steps (fit() sets lr_decay_epochs)
-HEADLINE = {"ave": ("accuracy",), "llp": ("segment_type_avg", "event_type_avg"), "vggss": ("ciou", "auc"),
-            "avs-s4": ("miou", "fscore"), "avs-ms3": ("miou", "fscore"), "avss": ("miou", "fscore"),
-            "music-avqa": ("All",)}   # the paper's table rows, printed with chance after training
+                  lr_decay_at=0.75)   # lr x 0.1 once, after 75 % of the steps
 
 
 def synthesise(out: Path, seed: int, scale: float, console: Console) -> dict[str, Path]:
@@ -81,22 +77,17 @@ def extract(roots: dict[str, Path], out: Path, console: Console) -> dict[str, Pa
 
 
 def fit(stores: Path, run: Path, steps: int, seed: int, quiet: bool) -> Path:
-    """Train all seven tasks jointly; resumes a killed demo run, skips a finished one."""
+    """Train all tasks jointly; resumes a killed demo run, skips a finished one."""
     import shutil
 
-    from pipeline.config import load_stage
     from trainer.checkpoint import load
+    from trainer.config import TrainConfig
+    from trainer.tasks import BENCHMARKS
     from trainer.train import train
 
-    from trainer.data import TaskSampler, open_tasks, resolve_tasks
-
-    values = {**DEMO_TRAIN, "stores": str(stores / "{task}.zarr"), "max_steps": steps, "seed": seed,
-              "eval_every": max(1, steps // 4)}
-    cfg = load_stage("train", overrides=values)
-    sizes = {t: s.n("train") for t, s in open_tasks(resolve_tasks(cfg.tasks), cfg.stores).items()}
-    weights = {t: float(cfg.task_weights.get(t, 1.0)) for t in sizes}
-    per_epoch = TaskSampler(sizes, cfg.batch_size, weights, seed).steps_per_epoch()
-    cfg.lr_decay_epochs = max(1, round(DECAY_AT * steps / per_epoch))
+    cfg = TrainConfig(**DEMO_TRAIN, stores=str(stores / "{task}.zarr"), max_steps=steps, seed=seed,
+                      eval_every=max(1, steps // 4),
+                      task_weights={t: b.demo_weight for t, b in BENCHMARKS.items() if b.demo_weight != 1})
     last = run / "checkpoints" / "last.pt"
     if last.is_file():
         if load(last)["step"] >= steps:
@@ -108,13 +99,15 @@ def fit(stores: Path, run: Path, steps: int, seed: int, quiet: bool) -> Path:
 
 
 def summary(results: dict[str, dict], console: Console) -> dict[str, dict[str, tuple[float, float]]]:
-    """One line per task and HEADLINE metric: ours vs chance, in percent."""
+    """One line per task and headline metric (its Benchmark's): ours vs chance, in percent."""
+    from trainer.tasks import BENCHMARKS
+
     table = Table(title="demo: test split, ours vs chance (RANDOM-WEIGHT FEATURES, synthetic data)")
     for col in ("task", "metric", "ours", "chance", "ours - chance", "best possible"):
         table.add_column(col, justify="left" if col in ("task", "metric") else "right")
     out: dict[str, dict[str, tuple[float, float]]] = {}
     for task, r in results.items():
-        for key in HEADLINE[task]:
+        for key in BENCHMARKS[task].headline:
             ours, chance = 100 * r["metrics"][key], 100 * r["chance"][key]
             ceiling = r.get("ceiling", {}).get(key)
             out.setdefault(task, {})[key] = (ours, chance)

@@ -1,8 +1,9 @@
 """Official evaluation metrics of the five benchmarks, vectorised.
 
-Every score is a fraction in [0, 1]; reports multiply by 100. The rules are the "Official
-metric" sections of docs/benchmarks.md, which were read from each benchmark's official
-evaluation code; comments mark the places where that code differs from a naive reading.
+Every score is a fraction in [0, 1]; reports multiply by 100. The rules were read from each
+benchmark's official evaluation code; comments mark the places where that code differs from a
+naive reading. How each benchmark applies them (which arrays, chance) is in its file under
+trainer/tasks/.
 
 AVE, LLP and MUSIC-AVQA take a whole split at once and return the dataset number. VGG-SS and
 AVS (S4/MS3) return one score per sample or video, and AVSS returns per-class sums, so that an

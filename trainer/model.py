@@ -277,7 +277,7 @@ class TokenHead(nn.Module):
 # The model
 
 class AVUnified(nn.Module):
-    """MS-STPM + shared TokenHead + one head per task (built from trainer.tasks.TASKS)."""
+    """MS-STPM + shared TokenHead + the heads (trainer.tasks.HEADS; trainer/runtime.py builds it)."""
 
     def __init__(self, cfg: ModelConfig, heads: dict[str, nn.Module]):
         super().__init__()
@@ -323,12 +323,13 @@ class AVUnified(nn.Module):
             feats["audio_in"], feats["patches_visual"] = each(a_in), each(p_hat)   # unimodal streams (VGG-SS)
         return feats
 
-    def forward(self, batch: dict[str, Tensor], task: str, vocab_emb: Tensor | None = None,
-                valid_ids: Tensor | None = None) -> dict[str, Tensor]:
-        """Features and the task head's outputs. vocab_emb: (V, visual_dim) cached CLIP text
-        embeddings; valid_ids: (K,) token ids of the task's classes/answers, in class order."""
-        head = self.heads[task]
+    def forward(self, batch: dict[str, Tensor], head: str, vocab_emb: Tensor | None = None,
+                valid_ids: Tensor | None = None, **options) -> dict[str, Tensor]:
+        """Features and the head's outputs. vocab_emb: (V, visual_dim) cached CLIP text
+        embeddings; valid_ids: (K,) token ids of the benchmark's classes/answers, in class order;
+        options: the benchmark's keyword arguments of its head (Benchmark.head_options)."""
+        head = self.heads[head]
         if valid_ids is not None:
             valid_ids = torch.as_tensor(valid_ids, dtype=torch.long, device=batch["audio"].device)
         feats = self.encode(batch, spatial=head.uses_patches)
-        return {**feats, **head(feats, self.tokens, vocab_emb, valid_ids)}
+        return {**feats, **head(feats, self.tokens, vocab_emb, valid_ids, **options)}

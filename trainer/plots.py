@@ -1,10 +1,12 @@
 """Figures for `avu report --plots DIR`, from run directories and feature stores only.
 
-    curves_<task>.png           training loss and validation scores per task, runs overlaid
-    llp_per_class.png           per-class F1 of LLP (eval JSON "per_class"), runs side by side
-    music-avqa_types.png        accuracy per question type and group, runs beside the paper
-    <run>_<task>.png            vggss / avs-s4 / avs-ms3 / avss: for a few clips the frame, the
-                                prediction over it and the ground truth (from the store)
+    curves_<task>.png           training loss and validation scores (its Benchmark's headline
+                                metrics) per task, runs overlaid
+    <task>_per_class.png        per-class scores (eval JSON "per_class"; LLP), runs side by side
+    <task>_bars.png             every metric of a Benchmark with `bars` (MUSIC-AVQA: accuracy per
+                                question type and group), runs beside the paper
+    <run>_<task>.png            a Benchmark with a `figure` (VGG-SS heatmaps, AVSBench masks): for a
+                                few clips the frame, the prediction over it and the ground truth
 
 Where a clip's frame cannot be decoded the prediction is drawn alone and the panel title says
 so; where the store holds no ground truth the panel says that. matplotlib's object API with the
@@ -14,21 +16,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from trainer.rundir import PREDICTIONS, load_predictions, read_log
+from trainer.rundir import RANDOM_MARK, Result, load_predictions, read_log
+from trainer.tasks import BENCHMARKS
 
-if TYPE_CHECKING:
-    from trainer.report import Result
-
-RANDOM_MARK = "RANDOM-WEIGHT FEATURES"
-HEADLINE = {"ave": ("accuracy",), "llp": ("segment_type_avg", "event_type_avg"),
-            "vggss": ("ciou", "auc"), "avs-s4": ("miou", "fscore"), "avs-ms3": ("miou", "fscore"),
-            "avss": ("miou", "fscore"), "music-avqa": ("All", "Audio", "Visual", "Audio-Visual")}
 LINESTYLES = ("-", "--", ":", "-.")
 
 
@@ -75,7 +70,8 @@ def training_curves(results: list[Result], out: Path) -> tuple[list[Path], list[
             val = [r for r in records if r["kind"] == "val" and r["task"] == task]
             if val:
                 present = list(dict.fromkeys(k for r in val for k in r.get("metrics", {})))
-                keys = [k for k in HEADLINE.get(task, ()) if k in present] or present[:3]
+                headline = BENCHMARKS[task].headline if task in BENCHMARKS else ()
+                keys = [k for k in headline if k in present] or present[:3]
                 for j, key in enumerate(keys):
                     pts = [(r.get("epoch", r.get("step", 0)), r["metrics"][key]) for r in val
                            if key in r.get("metrics", {})]
@@ -104,36 +100,38 @@ def _grouped_bars(ax, labels: list[str], series: list[tuple[str, list[float | No
     ax.legend(fontsize=7, loc="lower right")
 
 
-def llp_per_class(results: list[Result], out: Path) -> Path | None:
-    have = [r for r in results if "llp" in r.evals and r.evals["llp"].per_class]
+def per_class_bars(results: list[Result], task: str, out: Path) -> Path | None:
+    have = [r for r in results if task in r.evals and r.evals[task].per_class]
     if not have:
         return None
-    classes = list(dict.fromkeys(c for r in have for c in r.evals["llp"].per_class))
+    classes = list(dict.fromkeys(c for r in have for c in r.evals[task].per_class))
     fig = Figure(figsize=(8, 1.2 + 0.3 * len(classes) * max(1, len(have) / 2)), layout="constrained")
     ax = fig.subplots()
-    series = [(_name(r), [100 * r.evals["llp"].per_class[c] if c in r.evals["llp"].per_class else None
+    series = [(_name(r), [100 * r.evals[task].per_class[c] if c in r.evals[task].per_class else None
                           for c in classes], {"color": f"C{i % 10}"}) for i, r in enumerate(have)]
     _grouped_bars(ax, classes, series)
-    ax.set(title="LLP: per-class segment-level F1 (audio-visual)", xlabel="F1 (x100)", xlim=(0, 100))
-    return _save(fig, out / "llp_per_class.png")
+    what = BENCHMARKS[task].per_class if task in BENCHMARKS else "per-class score"
+    ax.set(title=f"{task}: {what}", xlabel="x100", xlim=(0, 100))
+    return _save(fig, out / f"{task}_per_class.png")
 
 
-def avqa_types(results: list[Result], out: Path, paper: dict[str, float] | None) -> Path | None:
-    have = [r for r in results if "music-avqa" in r.evals]
+def metric_bars(results: list[Result], task: str, out: Path) -> Path | None:
+    """Every metric of the task, runs beside the paper's numbers (its Benchmark's rows)."""
+    have = [r for r in results if task in r.evals]
     if not have:
         return None
-    paper = paper or {}
-    keys = list(dict.fromkeys([*paper, *(k for r in have for k in r.evals["music-avqa"].metrics)]))
+    spec = BENCHMARKS[task]
+    paper = {row.key: row.paper[""] for row in spec.rows}
+    keys = list(dict.fromkeys([*paper, *(k for r in have for k in r.evals[task].metrics)]))
     series = [("paper (AV-Unified)", [paper.get(k) for k in keys],
-               {"color": "0.75", "hatch": "//", "edgecolor": "0.4"})] if paper else []
-    series += [(_name(r), [100 * r.evals["music-avqa"].metrics[k] if k in r.evals["music-avqa"].metrics
+               {"color": "0.75", "hatch": "//", "edgecolor": "0.4"})]
+    series += [(_name(r), [100 * r.evals[task].metrics[k] if k in r.evals[task].metrics
                            else None for k in keys], {"color": f"C{i % 10}"}) for i, r in enumerate(have)]
     fig = Figure(figsize=(8, 1.5 + 0.28 * len(keys) * len(series)), layout="constrained")
     ax = fig.subplots()
     _grouped_bars(ax, keys, series)
-    ax.set(title="MUSIC-AVQA: accuracy per question type and group", xlabel="accuracy (x100)",
-           xlim=(0, 100))
-    return _save(fig, out / "music-avqa_types.png")
+    ax.set(title=f"{task}: {spec.bars}", xlabel="x100", xlim=(0, 100))
+    return _save(fig, out / f"{task}_bars.png")
 
 
 # ----------------------------------------------------------------------------- predictions
@@ -149,12 +147,12 @@ def _open_store(res: Result, task: str):
         return None, str(err)
 
 
-def _gt_name(store, task: str) -> str | None:
-    """The store's ground-truth array: a name holding "box" (last axis 4) for VGG-SS, "mask"
-    with at least (N, H, W) for AVS. Shortest name first ("masks" before "masks_rgb")."""
+def _gt_name(store, kind: str) -> str | None:
+    """The store's ground-truth array: a name holding "box" (last axis 4) for heatmaps, "mask"
+    with at least (N, H, W) for masks. Shortest name first ("masks" before "masks_rgb")."""
     if store is None:
         return None
-    want = "box" if task == "vggss" else "mask"
+    want = "box" if kind == "heatmap" else "mask"
     ok = []
     for name in store.arrays:
         shape = store.group[name].shape
@@ -213,22 +211,23 @@ def prediction_figure(res: Result, split: str, task: str, out: Path, n_clips: in
     pred = load_predictions(res.run, split, task)
     if pred is None:
         return None, [f"run {res.label!r}: no eval/{split}/{task}.npz, no {task} figure"]
-    clips, values = pred["clip_index"], pred[PREDICTIONS[task]]
+    spec = BENCHMARKS[task]
+    kind = spec.figure
+    clips, values = pred["clip_index"], pred[spec.figure_array]
     picks = np.unique(np.linspace(0, len(clips) - 1, min(n_clips, len(clips))).round().astype(int))
     store, why_store = _open_store(res, task)
     attrs = store.attrs if store is not None else {}
     sources, T = attrs.get("sources"), int(attrs.get("T") or 10)
-    gt_name = _gt_name(store, task)
+    gt_name = _gt_name(store, kind)
     notes = [f"run {res.label!r}, {task}: {why_store}; predictions only"] if store is None else []
     if store is not None and gt_name is None:
         notes.append(f"run {res.label!r}, {task}: no ground-truth array in {store.path}")
-    kind = {"vggss": "heatmap", "avss": "classes"}.get(task, "binary")
     fig = Figure(figsize=(10, 3.2 * len(picks)), layout="constrained")
     axes = fig.subplots(len(picks), 3, squeeze=False)
     for row, j in zip(axes, picks):
         clip = int(clips[j])
-        t = T // 2 if task == "vggss" else 0          # VGG-SS: the middle frame; AVS: the first
-        layer = values[j] if task == "vggss" else values[j][t]
+        t = T // 2 if kind == "heatmap" else 0        # heatmaps: of the middle frame; masks: the first
+        layer = values[j] if kind == "heatmap" else values[j][t]
         if kind == "binary":
             layer = layer > 0                          # sigmoid(logit) > 0.5
         frame, why = (_frame(sources, clip, t, T) if sources is not None else (None, why_store))
@@ -243,12 +242,12 @@ def prediction_figure(res: Result, split: str, task: str, out: Path, n_clips: in
         row[1].set_title("prediction" + ("" if frame is not None else " alone (frame not readable)"),
                          fontsize=8)
         gt = store.read(gt_name, clip) if gt_name else None
-        if gt is not None and task == "vggss":   # boxes over the heatmap too, for comparison
+        if gt is not None and kind == "heatmap":   # boxes over the heatmap too, for comparison
             _boxes(row[1], gt, canvas.shape[1], canvas.shape[0], edgecolor="white", lw=1, ls="--")
         if gt is None:
             row[2].set_title("no ground truth in the store", fontsize=8)
             row[2].imshow(canvas)
-        elif task == "vggss":
+        elif kind == "heatmap":
             _overlay(row[2], canvas, None, kind)
             _boxes(row[2], gt, canvas.shape[1], canvas.shape[0])
             row[2].set_title(f"ground truth ({gt_name})", fontsize=8)
@@ -264,8 +263,7 @@ def prediction_figure(res: Result, split: str, task: str, out: Path, n_clips: in
 
 
 # ----------------------------------------------------------------------------- all of them
-def write_plots(results: list[Result], split: str, out: Path, paper_avqa: dict[str, float] | None = None,
-                n_clips: int = 4) -> tuple[list[Path], list[str]]:
+def write_plots(results: list[Result], split: str, out: Path, n_clips: int = 4) -> tuple[list[Path], list[str]]:
     """Every figure the runs have data for; returns the files written and notes on what was
     skipped. A figure that fails is noted, not fatal."""
     out.mkdir(parents=True, exist_ok=True)
@@ -281,15 +279,16 @@ def write_plots(results: list[Result], split: str, out: Path, paper_avqa: dict[s
     if curves := attempt("training curves", lambda: training_curves(results, out)):
         written += curves[0]
         notes += curves[1]
-    if any("llp" in r.evals for r in results):
-        if p := attempt("LLP per-class F1", lambda: llp_per_class(results, out)):
+    for task, spec in BENCHMARKS.items():
+        if spec.per_class and any(task in r.evals for r in results):
+            if p := attempt(f"{task} per-class scores", lambda: per_class_bars(results, task, out)):
+                written.append(p)
+            else:
+                notes.append(f"no {task} eval JSON has per_class: no per-class figure")
+        if spec.bars and (p := attempt(f"{task} metrics", lambda: metric_bars(results, task, out))):
             written.append(p)
-        elif not any(r.evals.get("llp") and r.evals["llp"].per_class for r in results):
-            notes.append("no LLP eval JSON has per_class: no per-class figure")
-    if p := attempt("MUSIC-AVQA types", lambda: avqa_types(results, out, paper_avqa)):
-        written.append(p)
     for res in results:
-        for task in (t for t in PREDICTIONS if t in res.evals):
+        for task in (t for t, spec in BENCHMARKS.items() if spec.figure and t in res.evals):
             got = attempt(f"run {res.label!r}, {task}",
                           lambda: prediction_figure(res, split, task, out, n_clips))
             if got:

@@ -24,10 +24,11 @@ from rich.panel import Panel
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from trainer.rundir import TASKS, Run, RunDirError, TaskEval, load_evals, load_run
+from trainer.plots import write_plots
+from trainer.rundir import RANDOM_MARK, Result, Run, RunDirError, load_evals, load_run
+from trainer.tasks import BENCHMARKS
 
 PAPER = "AV-Unified (arXiv 2603.06530)"
-RANDOM_MARK = "RANDOM-WEIGHT FEATURES"
 FORMATS = ("rich", "markdown", "csv", "json")
 WOJT, JOINT = "w/o jt", "joint"
 
@@ -35,8 +36,7 @@ WOJT, JOINT = "w/o jt", "joint"
 # ----------------------------------------------------------------------------- the paper's tables
 @dataclass(frozen=True)
 class Row:
-    """One metric of a paper table. paper: by column role ("" in Tables I-V, WOJT / JOINT in
-    Table VI). supervision: AVE rows take only runs trained with that supervision."""
+    """One metric of a paper table, of one task (a Benchmark's rows, trainer/tasks/spec.py)."""
     label: str
     task: str
     key: str
@@ -53,84 +53,27 @@ class Spec:
     rows: tuple[Row, ...]
 
 
-def _rows(task: str, *items, supervision: str | None = None) -> list[Row]:
-    return [Row(label, task, key, {"": paper}, supervision) for label, key, paper in items]
+def _task_rows(rows, task: str) -> tuple[Row, ...]:
+    return tuple(Row(r.label, task, r.key, r.paper, r.supervision, r.note) for r in rows)
 
 
-_LLP_LEVELS = [(level, [(f"{level} · {name}", f"{level}_{key}") for name, key in
-                        (("Audio", "audio"), ("Visual", "visual"), ("Audio-Visual", "av"),
-                         ("Type@Avg", "type_avg"), ("Event@Avg", "event_avg"))])
-               for level in ("segment", "event")]
-_LLP_PAPER = [61.6, 66.9, 59.8, 62.8, 61.5, 54.8, 63.0, 52.2, 56.7, 53.9]
-TABLES = (
-    Spec("I", "LLP / AVVP", 1, tuple(
-        Row(label, "llp", key, {"": p}) for (label, key), p in
-        zip([x for _, items in _LLP_LEVELS for x in items], _LLP_PAPER))),
-    Spec("II", "AVE", 1, tuple(
-        _rows("ave", ("fully-supervised", "accuracy", 78.7), supervision="full")
-        + _rows("ave", ("weakly-supervised", "accuracy", 74.2), supervision="weak"))),
-    Spec("III", "VGG-SS", 2, tuple(_rows("vggss", ("cIoU", "ciou", 39.16), ("AUC", "auc", 41.24)))),
-    Spec("IV", "MUSIC-AVQA", 2, tuple(_rows(
-        "music-avqa",
-        ("Audio · Counting", "Audio/Counting", 72.23), ("Audio · Comparative", "Audio/Comparative", 78.26),
-        ("Audio · Avg", "Audio", 72.60),
-        ("Visual · Counting", "Visual/Counting", 75.93), ("Visual · Location", "Visual/Location", 73.38),
-        ("Visual · Avg", "Visual", 75.61),
-        ("AV · Existential", "Audio-Visual/Existential", 79.00),
-        ("AV · Counting", "Audio-Visual/Counting", 77.07),
-        ("AV · Location", "Audio-Visual/Location", 76.27),
-        ("AV · Comparative", "Audio-Visual/Comparative", 76.89),
-        ("AV · Temporal", "Audio-Visual/Temporal", 75.65), ("AV · Avg", "Audio-Visual", 76.96),
-        ("All", "All", 76.42)))),
-    Spec("V", "AVSBench", 1, tuple(
-        _rows("avs-s4", ("S4 · mIoU", "miou", 83.2), ("S4 · F-score", "fscore", 87.1))
-        + _rows("avs-ms3", ("MS3 · mIoU", "miou", 59.5), ("MS3 · F-score", "fscore", 69.3))
-        + _rows("avss", ("AVSS · mIoU", "miou", 37.4), ("AVSS · F-score", "fscore", 41.9)))),
-)
+def paper_tables() -> tuple[tuple[Spec, ...], Spec]:
+    """Tables I-V and Table VI, made from the benchmarks' rows (BENCHMARKS order within a table)."""
+    tables = tuple(
+        Spec(t.id, t.title, t.digits,
+             sum((_task_rows(b.rows, name) for name, b in BENCHMARKS.items() if b.table == t), ()))
+        for t in sorted({b.table for b in BENCHMARKS.values()}, key=lambda t: t.order))
+    joint = Spec("VI", "joint vs single-task training", 2,
+                 sum((_task_rows(b.joint_rows, name) for name, b in BENCHMARKS.items()), ()))
+    return tables, joint
 
 
-def _vi(label: str, task: str, key: str, wojt: float, joint: float, supervision: str | None = None,
-        note: str = "") -> Row:
-    return Row(label, task, key, {WOJT: wojt, JOINT: joint}, supervision, note)
-
-
-TABLE_VI = Spec("VI", "joint vs single-task training", 2, (
-    _vi("AVE · fully", "ave", "accuracy", 77.4, 78.7, "full"),
-    _vi("AVE · weakly", "ave", "accuracy", 73.5, 74.2, "weak"),
-    _vi("LLP · segment Type@Avg", "llp", "segment_type_avg", 62.2, 62.8),
-    _vi("LLP · segment Event@Avg", "llp", "segment_event_avg", 60.9, 61.5),
-    _vi("LLP · event Type@Avg", "llp", "event_type_avg", 56.4, 56.7),
-    _vi("LLP · event Event@Avg", "llp", "event_event_avg", 53.6, 53.9),
-    _vi("VGG-SS · cIoU", "vggss", "ciou", 38.94, 39.16),
-    _vi("VGG-SS · AUC", "vggss", "auc", 40.80, 41.24),
-    _vi("S4 · mIoU", "avs-s4", "miou", 82.40, 83.20),
-    _vi("S4 · F-score", "avs-s4", "fscore", 89.00, 87.10),
-    _vi("MS3 · mIoU", "avs-ms3", "miou", 59.30, 59.50),
-    _vi("MS3 · F-score", "avs-ms3", "fscore", 68.40, 69.30),
-    _vi("AVSS · mIoU", "avss", "miou", 37.10, 43.10, note="The paper's joint AVSS mIoU is 43.10 in "
-        "Table VI but 37.4 in Table V; both are shown as printed."),
-    _vi("AVSS · F-score", "avss", "fscore", 37.40, 41.90),
-    _vi("MUSIC-AVQA · AV", "music-avqa", "Audio-Visual", 71.94, 76.96),
-    _vi("MUSIC-AVQA · All", "music-avqa", "All", 75.32, 76.42),
-))
+def _supervision(run: Run, task: str) -> str | None:
+    """The run's supervision of a task that can be trained in several ways (AVE), else None."""
+    return run.ave_supervision if len(BENCHMARKS[task].supervisions) > 1 else None
 
 
 # ----------------------------------------------------------------------------- building
-@dataclass(frozen=True)
-class Result:
-    """A run with its eval JSONs of one split; label is its unique display name."""
-    run: Run
-    label: str
-    evals: dict[str, TaskEval]
-
-    @property
-    def random_weights(self) -> bool:
-        return self.run.random_weights or any(e.random_weights for e in self.evals.values())
-
-    def has(self, task: str) -> bool:
-        return task in self.run.tasks or task in self.evals
-
-
 @dataclass(frozen=True)
 class Column:
     label: str
@@ -183,7 +126,7 @@ def _cell(column: Column, row: Row) -> Cell:
         ev = res.evals.get(row.task)
         if ev is None or row.key not in ev.metrics:
             continue
-        if row.supervision and res.run.ave_supervision != row.supervision:
+        if row.supervision and _supervision(res.run, row.task) != row.supervision:
             continue
         chance = ev.chance.get(row.key)
         return Cell(res.label, 100 * ev.metrics[row.key], paper,
@@ -201,10 +144,9 @@ def _slots(results: list[Result]) -> list[list[Result]]:
     feature kinds allow, first fit."""
     slots: list[list[Result]] = []
     for res in results:
-        tasks = {(t, res.run.ave_supervision if t == "ave" else None) for t in TASKS if res.has(t)}
+        tasks = {(t, _supervision(res.run, t)) for t in BENCHMARKS if res.has(t)}
         for slot in slots:
-            taken = {(t, r.run.ave_supervision if t == "ave" else None)
-                     for r in slot for t in TASKS if r.has(t)}
+            taken = {(t, _supervision(r.run, t)) for r in slot for t in BENCHMARKS if r.has(t)}
             # a random-weight run never shares a column (and its marker) with a pretrained one
             if not tasks & taken and slot[0].random_weights == res.random_weights:
                 slot.append(res)
@@ -218,7 +160,8 @@ def build_tables(results: list[Result], split: str) -> list[Table]:
     """Tables I-V with every run that has one of their tasks, then Table VI if some run
     was trained on its own task(s)."""
     tables = []
-    for spec in TABLES:
+    paper, joint = paper_tables()
+    for spec in paper:
         cols = [Column(r.label, "", (r,)) for r in results if any(r.has(row.task) for row in spec.rows)]
         if cols:
             tables.append(_table(spec, split, cols, spec.rows))
@@ -227,13 +170,13 @@ def build_tables(results: list[Result], split: str) -> list[Table]:
         slots = _slots(single)
         cols = [Column(WOJT if len(slots) == 1 else f"{WOJT} #{i + 1}", WOJT, tuple(s))
                 for i, s in enumerate(slots)]
-        rows = [row for row in TABLE_VI.rows if any(
-            r.has(row.task) and row.supervision in (None, r.run.ave_supervision) for r in single)]
+        rows = [row for row in joint.rows if any(
+            r.has(row.task) and row.supervision in (None, _supervision(r.run, row.task)) for r in single)]
         # joint runs that have a number for one of those rows
         cols += [c for c in (Column(r.label, JOINT, (r,)) for r in results if r.run.joint)
                  if any(_cell(c, row).ours is not None for row in rows)]
         if rows:
-            tables.append(_table(TABLE_VI, split, cols, rows))
+            tables.append(_table(joint, split, cols, rows))
     return tables
 
 
@@ -255,9 +198,9 @@ def load_results(paths: list[Path], split: str) -> tuple[list[Result], list[str]
                 warnings.append(f"run {run.name!r}: trained on {task} but has no "
                                 f"eval/{split}/{task}.json (avu eval {run.path})")
         for task in evals:
-            if task not in TASKS:
+            if task not in BENCHMARKS:
                 warnings.append(f"{evals[task].path}: unknown task {task!r}, in no table")
-        results.append(Result(run, label, {t: e for t, e in evals.items() if t in TASKS}))
+        results.append(Result(run, label, {t: e for t, e in evals.items() if t in BENCHMARKS}))
     return results, errors, warnings
 
 
@@ -329,13 +272,18 @@ def _rich_table(table: Table) -> RichTable:
     return t
 
 
+def _supervisions(r: Result) -> str:
+    """The supervision of each task of the run that can be trained in several ways."""
+    return ", ".join(f"{t} {s}" for t in BENCHMARKS if r.has(t) and (s := _supervision(r.run, t))) or "—"
+
+
 def _runs_table(results: list[Result], split: str) -> RichTable:
     t = RichTable(title=f"avu report: {len(results)} run(s), split {split}")
-    for name in ("run", "path", "training", "AVE supervision", "evaluated", "features"):
+    for name in ("run", "path", "training", "supervision", "evaluated", "features"):
         t.add_column(name)
     for r in results:
         t.add_row(*map(Text, (r.label, str(r.run.path), JOINT if r.run.joint else "single-task",
-                              r.run.ave_supervision if r.has("ave") else "—", ", ".join(r.evals) or "—")),
+                              _supervisions(r), ", ".join(r.evals) or "—")),
                   Text(RANDOM_MARK, style="bold yellow") if r.random_weights else Text("pretrained"))
     return t
 
@@ -437,12 +385,8 @@ def report(runs: list[Path], split: str = "test", fmt: str = "rich", plots: Path
                 "json": lambda: to_json(tables, results, split, warnings)}[fmt]()
         console.out(text, highlight=False)
     if plots is not None:
-        from trainer.plots import write_plots
-
-        avqa = next(spec for spec in TABLES if spec.rows[0].task == "music-avqa")
-        paper_avqa = {row.key: row.paper[""] for row in avqa.rows}
         try:
-            written, notes = write_plots(results, split, Path(plots), paper_avqa)
+            written, notes = write_plots(results, split, Path(plots))
         except OSError as e:  # the folder cannot be made or written
             err.print(f"[bold red]error:[/] --plots {escape(str(plots))}: {escape(str(e))}", highlight=False)
             return 1

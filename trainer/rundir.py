@@ -13,13 +13,11 @@
                                      "metrics": {key: fraction}, "chance": {key: fraction},
                                      "per_class": {class name: fraction}}   (per_class optional;
                                      LLP: per-class segment-level F1 of audio-visual events)
-    <run>/eval/<split>/<task>.npz   predictions for figures; clip indices refer to the store:
-                                    vggss        clip_index (N,), heatmap (N, g, g)
-                                    avs-s4/-ms3  clip_index (N,), mask_logits (N, T, H, W)
-                                    avss         clip_index (N,), mask_classes (N, T, H, W)
+    <run>/eval/<split>/<task>.npz   predictions (trainer/evaluate.py); clip indices refer to the
+                                    store; figures draw its Benchmark's `figure_array`
 
-Task names are dataset names (TASKS). Every score in a run directory is a fraction in [0, 1]
-with the keys of METRIC_KEYS; reports multiply by 100. A relative store path is looked up
+Task names are benchmark names (trainer.tasks.BENCHMARKS). Every score in a run directory is a fraction in [0, 1]
+with the keys of its Benchmark's `metric_keys`; reports multiply by 100. A relative store path is looked up
 against the run directory first, then the working directory. Lines of metrics.jsonl that do
 not parse (a run killed mid-write) are skipped and counted.
 """
@@ -32,22 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-TASKS = ("ave", "llp", "vggss", "avs-s4", "avs-ms3", "avss", "music-avqa")
-_LLP = ("audio", "visual", "av", "type_avg", "event_avg")
-_AVQA_TYPES = ("Audio/Counting", "Audio/Comparative", "Visual/Counting", "Visual/Location",
-               "Audio-Visual/Existential", "Audio-Visual/Counting", "Audio-Visual/Location",
-               "Audio-Visual/Comparative", "Audio-Visual/Temporal")
-METRIC_KEYS = {
-    "ave": ("accuracy",),
-    "llp": tuple(f"{level}_{k}" for level in ("segment", "event") for k in _LLP),
-    "vggss": ("ciou", "auc"),
-    "avs-s4": ("miou", "fscore"),
-    "avs-ms3": ("miou", "fscore"),
-    "avss": ("miou", "fscore"),
-    "music-avqa": (*_AVQA_TYPES, "Audio", "Visual", "Audio-Visual", "All"),
-}
-PREDICTIONS = {"vggss": "heatmap", "avs-s4": "mask_logits", "avs-ms3": "mask_logits",
-               "avss": "mask_classes"}  # the array beside clip_index in eval/<split>/<task>.npz
+from trainer.tasks import BENCHMARKS
+
+RANDOM_MARK = "RANDOM-WEIGHT FEATURES"
 
 
 class RunDirError(RuntimeError):
@@ -108,9 +93,9 @@ def load_run(path: Path | str) -> Run:
     missing = [k for k in ("name", "tasks", "random_weights", "joint") if k not in d]
     if missing:
         raise RunDirError(f"{path / 'run.json'}: missing {', '.join(missing)}")
-    unknown = [t for t in d["tasks"] if t not in TASKS]
+    unknown = [t for t in d["tasks"] if t not in BENCHMARKS]
     if unknown:
-        raise RunDirError(f"{path / 'run.json'}: unknown tasks {unknown}; known: {', '.join(TASKS)}")
+        raise RunDirError(f"{path / 'run.json'}: unknown tasks {unknown}; known: {', '.join(BENCHMARKS)}")
     supervision = d.get("ave_supervision", "full")
     if supervision not in ("full", "weak"):
         raise RunDirError(f"{path / 'run.json'}: ave_supervision must be full or weak, not {supervision!r}")
@@ -199,3 +184,18 @@ def read_log(run: Run) -> tuple[list[dict], int]:
         else:
             bad += 1
     return records, bad
+
+
+@dataclass(frozen=True)
+class Result:
+    """A run with its eval JSONs of one split; label is its unique display name."""
+    run: Run
+    label: str
+    evals: dict[str, TaskEval]
+
+    @property
+    def random_weights(self) -> bool:
+        return self.run.random_weights or any(e.random_weights for e in self.evals.values())
+
+    def has(self, task: str) -> bool:
+        return task in self.run.tasks or task in self.evals

@@ -1,14 +1,14 @@
 """`avu train`: AV-Unified trained jointly on the cached features; the loop is `train` below.
 
-    cfg = resolve_config(["tasks=ave,llp", "max_steps=500"])
+    cfg = TrainConfig(tasks="ave,llp", max_steps=500)               # or cli.train_config(...)
     train(cfg, Path("runs/joint"))                                  # one process
-    torchrun --nproc-per-node 2 -m trainer.train --out runs/joint tasks=all   # DistributedDataParallel
+    torchrun --nproc-per-node 2 -m cli train --out runs/joint tasks=all   # DistributedDataParallel
 
 The run directory (trainer/rundir.py): config.yaml, run.json, metrics.jsonl, checkpoints/
 {last,best,best-<task>}.pt. `--resume` continues from checkpoints/last.pt as if never stopped
 (or, where the run stopped before writing one, starts it again from step 0).
 
-Decisions (the paper and the issue are silent):
+Decisions (where the paper is silent):
 - Paper IV-B defaults: Adam 1e-4, lr x0.1 every 10 epochs, batch 64, 200 epochs; an epoch is
   as many steps as all tasks' training batches together (trainer/data.py), the lr decays on
   that step count (StepLR stepped every step), `max_steps` only cuts the run short.
@@ -20,7 +20,7 @@ Decisions (the paper and the issue are silent):
 - Validation on each task's `val_split` every `eval_every` steps (default: every epoch) and at
   the end, on rank 0; tasks without that split (VGG-SS) are not validated. Checkpoints are
   written at each validation: last.pt (everything needed to resume), best.pt (best mean of the
-  tasks' selection metrics, evaluate.SELECT), best-<task>.pt (that task's best); the best ones
+  tasks' selection metrics, each Benchmark's `select`), best-<task>.pt (that task's best); the best ones
   hold the model only. Ctrl-C (SIGINT) or SIGTERM finishes the step, writes last.pt and
   returns; a second Ctrl-C stops at once. Both may come to the whole process group (a
   terminal, a cluster scheduler on preemption or at a time limit): the loader processes
@@ -42,7 +42,6 @@ Decisions (the paper and the issue are silent):
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -55,13 +54,14 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from pipeline.config import TrainConfig, build, load_stage, parse_overrides
 from trainer import checkpoint as ckpt
 from trainer.attention import set_attention_impl
+from trainer.config import TrainConfig
 from trainer.data import BatchDataset, TaskSampler, feature_stats, make_loader, open_tasks, resolve_tasks, to_device
-from trainer.evaluate import SELECT, autocast, build_model, predict, resolve_device, score, task_tensors
+from trainer.evaluate import predict, score
 from trainer.model import ModelConfig
-from trainer.tasks import TASKS
+from trainer.runtime import autocast, build_model, resolve_device, task_tensors
+from trainer.tasks import BENCHMARKS, HEADS
 
 RUN_FILES = ("config.yaml", "run.json", "metrics.jsonl")
 
@@ -81,6 +81,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, name: str | None = 
         check_same_run(recorded, recorded["tasks"], cfg, tasks, str(out / "config.yaml"))
     stores = open_tasks(tasks, cfg.stores)
     tensors = {t: task_tensors(s, device) for t, s in stores.items()}
+    loss_of = {t: BENCHMARKS[t].loss(supervision(cfg, t)) for t in tasks}
     set_attention_impl(cfg.attention)
 
     # model, optimiser, schedule, sampler
@@ -93,8 +94,10 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, name: str | None = 
     sampler = TaskSampler({t: s.n("train") for t, s in stores.items()}, cfg.batch_size, weights, cfg.seed,
                           rank, world, groups=groups, run=cfg.questions_per_video)
     steps_per_epoch = sampler.steps_per_epoch()
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_decay_epochs * steps_per_epoch, cfg.lr_decay)
     max_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
+    decay_epochs = max(1, round(cfg.lr_decay_at * max_steps / steps_per_epoch)) if cfg.lr_decay_at > 0 \
+        else cfg.lr_decay_epochs
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, decay_epochs * steps_per_epoch, cfg.lr_decay)
     eval_every = cfg.eval_every or steps_per_epoch
     best: dict[str, dict] = {}
     norm = feature_stats(stores) if cfg.standardise and not from_checkpoint else None
@@ -113,12 +116,12 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, name: str | None = 
             trim_log(out / "metrics.jsonl", state["step"])
     elif recorded is not None:
         if master:
-            restart_run(out, stores, recorded)
+            restart_run(out, stores, recorded, cfg)
     elif master:
         start_run(out, cfg, tasks, stores, name or out.name)
     step = sampler.state["step"]
     ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
-    data = BatchDataset(stores, {h: model.heads[h].uses_patches for h in TASKS})
+    data = BatchDataset(stores, {h: model.heads[h].uses_patches for h in HEADS})
     loader = make_loader(data, sampler, cfg.workers, cfg.prefetch, pin=device.type == "cuda", persistent=True)
     log = (out / "metrics.jsonl").open("a") if master else None
     show = Display(tasks, max_steps, quiet or not master, master)
@@ -138,10 +141,10 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, name: str | None = 
                 break
             task, sampler_state = batch.pop("task"), batch.pop("state")
             batch = to_device(batch, device, norm)
-            head = stores[task].head
+            spec = stores[task].spec
             with autocast(device, cfg.precision):
-                outputs = ddp(batch, head, *tensors[task])
-                loss = TASKS[head].loss(outputs, batch)
+                outputs = ddp(batch, spec.head, *tensors[task], **spec.head_options)
+                loss = loss_of[task](outputs, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
@@ -213,19 +216,6 @@ def model_config(cfg: TrainConfig, stores: dict) -> ModelConfig:
                        n_patches=s.n_patches)
 
 
-def resolve_config(overrides: list[str] | None = None, config: Path | None = None, resume_from: Path | None = None,
-                   **flags) -> TrainConfig:
-    """stages.yaml's train section (or, resuming, the run's config.yaml) + key=value overrides +
-    flags that are not None (the CLI's --tasks, --stores)."""
-    values = {**parse_overrides(overrides or []), **{k: v for k, v in flags.items() if v is not None}}
-    if resume_from is not None and (Path(resume_from) / "config.yaml").is_file():
-        saved = yaml.safe_load((Path(resume_from) / "config.yaml").read_text())
-        saved = {k: v for k, v in saved.items() if k != "name"}
-        saved["tasks"] = ",".join(saved["tasks"]) if isinstance(saved["tasks"], list) else saved["tasks"]
-        return build(TrainConfig, {**saved, **values}, f"{resume_from}/config.yaml")
-    return load_stage("train", config, values)
-
-
 def start_run(out: Path, cfg: TrainConfig, tasks: list[str], stores: dict, name: str) -> None:
     """config.yaml, run.json and an empty metrics.jsonl; refuses a folder that holds a run."""
     if any((out / f).exists() for f in RUN_FILES):
@@ -236,14 +226,20 @@ def start_run(out: Path, cfg: TrainConfig, tasks: list[str], stores: dict, name:
     out.mkdir(parents=True, exist_ok=True)
     resolved = {"name": name, **dataclasses.asdict(cfg), "tasks": tasks}
     (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-    write_run_json(out, name, tasks, stores)
+    write_run_json(out, name, tasks, stores, cfg)
     (out / "metrics.jsonl").write_text("")
 
 
-def write_run_json(out: Path, name: str, tasks: list[str], stores: dict) -> None:
+def supervision(cfg: TrainConfig, task: str) -> str:
+    """How the task is trained: `ave_supervision` for a benchmark that can be trained in several
+    ways (AVE: full or weak), full for every other."""
+    return cfg.ave_supervision if len(BENCHMARKS[task].supervisions) > 1 else "full"
+
+
+def write_run_json(out: Path, name: str, tasks: list[str], stores: dict, cfg: TrainConfig) -> None:
     (out / "run.json").write_text(json.dumps({
         "name": name, "tasks": tasks, "random_weights": any(s.random_weights for s in stores.values()),
-        "joint": len(tasks) > 1, "ave_supervision": "full",
+        "joint": len(tasks) > 1, "ave_supervision": cfg.ave_supervision,
         "stores": {t: str(s.path.resolve()) for t, s in stores.items()}}, indent=1))
 
 
@@ -262,18 +258,18 @@ def recorded_run(out: Path) -> dict:
     return recorded
 
 
-def restart_run(out: Path, stores: dict, recorded: dict) -> None:
+def restart_run(out: Path, stores: dict, recorded: dict, cfg: TrainConfig) -> None:
     """A run that stopped before its first checkpoint starts again from step 0 in its folder:
     config.yaml stays, run.json is written again (start_run may have been cut short before
     it), metrics.jsonl is emptied (its records are redone)."""
-    write_run_json(out, recorded.get("name") or out.name, recorded["tasks"], stores)
+    write_run_json(out, recorded.get("name") or out.name, recorded["tasks"], stores, cfg)
     (out / "metrics.jsonl").write_text("")
 
 
 # settings a resumed run must keep: they decide its numbers (the rest, e.g. max_steps, workers,
 # eval_every, device, stores, may change); tasks and the model's shape are checked beside them
-SAME_ON_RESUME = ("seed", "batch_size", "lr", "lr_decay", "lr_decay_epochs", "task_weights", "weight_decay",
-                  "grad_clip", "questions_per_video", "standardise", "d_model", "n_heads", "d_ff", "dropout",
+SAME_ON_RESUME = ("seed", "batch_size", "lr", "lr_decay", "lr_decay_epochs", "lr_decay_at", "task_weights",
+                  "weight_decay", "grad_clip", "questions_per_video", "ave_supervision", "standardise", "d_model", "n_heads", "d_ff", "dropout",
                   "dec_layers", "mask_channels")
 CHECKPOINT_KEYS = ("step", "config", "model_config", "tasks", "feature_norm", "model", "best", "optimizer",
                    "scheduler", "sampler", "rng")
@@ -332,11 +328,12 @@ def update_best(best: dict, scores: dict, step: int) -> set[str]:
     """Record improvements; returns the names improved ("overall" and/or tasks)."""
     improved = set()
     for t, m in scores.items():
-        if m[SELECT[t]] > best.get(t, {}).get("score", -math.inf):
-            best[t] = {"score": m[SELECT[t]], "step": step}
+        key = BENCHMARKS[t].select
+        if m[key] > best.get(t, {}).get("score", -math.inf):
+            best[t] = {"score": m[key], "step": step}
             improved.add(t)
     if scores:
-        mean = sum(m[SELECT[t]] for t, m in scores.items()) / len(scores)
+        mean = sum(m[BENCHMARKS[t].select] for t, m in scores.items()) / len(scores)
         if mean > best.get("overall", {}).get("score", -math.inf):
             best["overall"] = {"score": mean, "step": step}
             improved.add("overall")
@@ -447,25 +444,7 @@ class Display:
             table.add_column(col, justify="left" if col == "task" else "right")
         for t in self.tasks:
             loss = self.losses.get(t)
-            val = self.scores.get(t, {}).get(SELECT[t])
-            table.add_row(t, "—" if loss is None else f"{loss:.4f}",
-                          "—" if val is None else f"{SELECT[t]} {100 * val:.2f}")
+            key = BENCHMARKS[t].select
+            val = self.scores.get(t, {}).get(key)
+            table.add_row(t, "—" if loss is None else f"{loss:.4f}", "—" if val is None else f"{key} {100 * val:.2f}")
         return table
-
-
-# ----------------------------------------------------------------------------- torchrun entry point
-def main(argv: list[str] | None = None) -> None:
-    """python -m trainer.train --out RUN [--resume] [--config stages.yaml] [key=value ...]"""
-    p = argparse.ArgumentParser(prog="python -m trainer.train", description=main.__doc__)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--config", type=Path)
-    p.add_argument("--quiet", action="store_true")
-    p.add_argument("overrides", nargs="*")
-    a = p.parse_args(argv)
-    cfg = resolve_config(a.overrides, a.config, a.out if a.resume else None)
-    train(cfg, a.out, resume=a.resume, quiet=a.quiet)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,12 +1,26 @@
-"""One module per benchmark, each with `Head(cfg)`, `loss(outputs, batch)`, `decode(outputs)`.
+"""Stage two's benchmarks and the model's heads: choose by name from the two dicts below.
 
-    model = AVUnified(cfg, {name: task.Head(cfg) for name, task in TASKS.items()})
-    out = model(batch, name, vocab_emb, valid_ids)
-    TASKS[name].loss(out, batch).backward();  TASKS[name].decode(out)
+    spec = BENCHMARKS["avss"]                    # everything stage two knows about AVSS (spec.py)
+    model = build_model(cfg)                     # trainer/runtime.py: AVUnified with every head of HEADS
+    out = model(batch, spec.head, vocab_emb, valid_ids, **spec.head_options)
+    spec.loss(supervision)(out, batch).backward();  spec.predict(out, batch);  spec.score(preds, store, True)
 
-"avs" covers S4, MS3 (valid_ids None: binary masks) and AVSS (valid_ids: 71 class tokens).
+A head module has `Head(cfg)` (an nn.Module with `uses_patches`), `loss` and `decode`; a
+benchmark's file holds its Benchmark next to the head it runs on. Adding a benchmark is its
+stage-one adapter (pipeline/datasets/), its Benchmark and one line in BENCHMARKS; the order of
+BENCHMARKS is the order of `--tasks all` and of every listing.
 """
 
 from trainer.tasks import ave, avqa, avs, llp, vggss
+from trainer.tasks.spec import Benchmark
 
-TASKS = {"ave": ave, "llp": llp, "vggss": vggss, "avs": avs, "avqa": avqa}
+HEADS = {"ave": ave, "llp": llp, "vggss": vggss, "avs": avs, "avqa": avqa}
+BENCHMARKS: dict[str, Benchmark] = {
+    "ave": ave.AVE,
+    "llp": llp.LLP,
+    "vggss": vggss.VGGSS,
+    "avs-s4": avs.S4,
+    "avs-ms3": avs.MS3,
+    "avss": avs.AVSS,
+    "music-avqa": avqa.MUSIC_AVQA,
+}

@@ -5,12 +5,15 @@ valid_ids: the 29 token ids in class order, background last; `labels` (B, T) are
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
 from trainer.model import ModelConfig, TokenHead
+from trainer.metrics import ave_accuracy
+from trainer.tasks.spec import FULL, Benchmark, PaperTable, joint_row, rows
 
 N_CLASSES = 29
 
@@ -36,3 +39,25 @@ def loss(outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> Tensor:
 def decode(outputs: dict[str, Tensor]) -> dict[str, Tensor]:
     """labels (B, T): class index per segment (28 = background)."""
     return {"labels": outputs["class_logits"].argmax(-1)}
+
+
+def predict(outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {"labels": decode(outputs)["labels"].to(torch.int16)}
+
+
+def score(preds: dict, fs, chance: bool) -> dict:
+    """Accuracy over every segment of the split (official); chance: the split's majority label."""
+    gt = fs.read("labels", preds["clip_index"]).astype(np.int64)
+    majority = np.bincount(gt.ravel()).argmax()
+    return {"n": len(gt), "metrics": {"accuracy": ave_accuracy(preds["labels"], gt)},
+            "chance": {"accuracy": ave_accuracy(np.full_like(gt, majority), gt)}, "per_class": {}}
+
+
+AVE = Benchmark(
+    name="ave", head="ave", targets=("labels",), losses={FULL: loss},
+    predict=predict, pred_keys=("labels",), score=score, metric_keys=("accuracy",), select="accuracy",
+    headline=("accuracy",), table=PaperTable("II", "AVE", 1, 2),
+    rows=rows(("fully-supervised", "accuracy", 78.7), supervision="full")
+    + rows(("weakly-supervised", "accuracy", 74.2), supervision="weak"),
+    joint_rows=(joint_row("AVE · fully", "accuracy", 77.4, 78.7, "full"),
+                joint_row("AVE · weakly", "accuracy", 73.5, 74.2, "weak")))

@@ -9,12 +9,15 @@ to [1e-7, 1 - 1e-7]; y is the video-level multi-hot. valid_ids: the 25 tokens in
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from trainer import metrics as M
 from trainer.model import ModelConfig, TokenHead
+from trainer.tasks.spec import FULL, Benchmark, PaperTable, best, joint_row, rows
 
 N_CLASSES = 25
 EPS = 1e-7
@@ -63,3 +66,46 @@ def decode(outputs: dict[str, Tensor]) -> dict[str, Tensor]:
     frame_prob = outputs["frame_prob"]
     return {"global_prob": outputs["global_prob"], "frame_prob_a": frame_prob[:, :, 0],
             "frame_prob_v": frame_prob[:, :, 1]}
+
+
+def predict(outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    return decode(outputs)
+
+
+def score(preds: dict, fs, chance: bool) -> dict:
+    """The official segment- and event-level F-scores. chance: the best of all off, all on, and
+    the split's most frequent event class on everywhere (both modalities). per_class:
+    segment-level F1 of audio-visual events per class, TP/FP/FN pooled over the split's clips;
+    a class neither present nor predicted is left out."""
+    idx = preds["clip_index"]
+    ga, gv = fs.read("gt_audio", idx).astype(bool), fs.read("gt_visual", idx).astype(bool)  # (N, C, T)
+    pa, pv = M.llp_predict(preds["global_prob"], preds["frame_prob_a"], preds["frame_prob_v"])
+    counts = (ga | gv).sum((0, 2))
+    trivial = [np.zeros_like(ga), np.ones_like(ga), np.zeros_like(ga)]
+    trivial[2][:, counts.argmax()] = True
+    chance = best(*(M.llp_scores(p, p, ga, gv) for p in trivial)) if chance else {}
+    classes = list(fs.attrs.get("classes", [])) or [str(c) for c in range(ga.shape[1])]
+    p, g = pa & pv, ga & gv
+    tp, fp, fn = ((p & g).sum((0, 2)), (p & ~g).sum((0, 2)), (~p & g).sum((0, 2)))
+    per_class = {classes[c]: float(2 * tp[c] / (2 * tp[c] + fp[c] + fn[c]))
+                 for c in range(len(tp)) if tp[c] + fp[c] + fn[c] > 0}
+    return {"n": len(idx), "metrics": M.llp_scores(pa, pv, ga, gv), "chance": chance, "per_class": per_class}
+
+
+_KINDS = (("Audio", "audio"), ("Visual", "visual"), ("Audio-Visual", "av"), ("Type@Avg", "type_avg"),
+          ("Event@Avg", "event_avg"))
+_PAPER = {"segment": (61.6, 66.9, 59.8, 62.8, 61.5), "event": (54.8, 63.0, 52.2, 56.7, 53.9)}
+
+LLP = Benchmark(
+    name="llp", head="llp", targets=("video_labels", "gt_audio", "gt_visual"), losses={FULL: loss},
+    predict=predict, pred_keys=("global_prob", "frame_prob_a", "frame_prob_v"), score=score,
+    metric_keys=tuple(f"{level}_{k}" for level in _PAPER for _, k in _KINDS),
+    select="segment_type_avg",   # the official code's choice
+    headline=("segment_type_avg", "event_type_avg"), table=PaperTable("I", "LLP / AVVP", 1, 1),
+    per_class="per-class segment-level F1 (audio-visual)",
+    rows=rows(*((f"{level} · {name}", f"{level}_{k}", p) for level, paper in _PAPER.items()
+                for (name, k), p in zip(_KINDS, paper))),
+    joint_rows=(joint_row("LLP · segment Type@Avg", "segment_type_avg", 62.2, 62.8),
+                joint_row("LLP · segment Event@Avg", "segment_event_avg", 60.9, 61.5),
+                joint_row("LLP · event Type@Avg", "event_type_avg", 56.4, 56.7),
+                joint_row("LLP · event Event@Avg", "event_event_avg", 53.6, 53.9)))
