@@ -30,7 +30,12 @@ class Head(nn.Module):
 
 
 def loss(outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> Tensor:
-    return F.cross_entropy(outputs["class_logits"].flatten(0, 1), batch["labels"].flatten())
+    """Per-segment CE, the mean over the real segments (all of them without `frame_valid`)."""
+    logits, labels = outputs["class_logits"], batch["labels"]
+    if "frame_valid" in outputs:
+        valid = outputs["frame_valid"]
+        return F.cross_entropy(logits[valid], labels[valid])
+    return F.cross_entropy(logits.flatten(0, 1), labels.flatten())
 
 
 def decode(outputs: dict[str, Tensor]) -> dict[str, Tensor]:
