@@ -1,6 +1,27 @@
 """AVE: one token per segment, 28 event classes + background (index 28), per-segment CE.
 
 valid_ids: the 29 token ids in class order, background last; `labels` (B, T) are positions in it.
+Padded batches (`frame_valid`): the CE is the mean over the real segments.
+
+Weakly supervised (`weak_loss`, the paper's Table II second column): trained from the clip's
+`video_label` () alone, scored per segment like a full run (same Head and decode). As in the
+AVE authors' weakly-supervised code (W-A+V-att, YapengTian/AVE-ECCV18): multiple-instance
+learning with max pooling, each of the 29 class logits pooled over the clip's real segments,
+then a softmax over the classes against the video-level class.
+- Loss: CE of the pooled logits. The official code applies MultiLabelSoftMarginLoss (a sigmoid
+  per class) to the softmax of the pooled scores, i.e. treats probabilities as logits (a
+  probability of 1 scores sigmoid(1) = 0.73, never the target 1); with a one-hot target and a
+  softmax over classes, CE is the likelihood that softmax defines.
+- Background: an event clip's label says nothing about which of its segments are background
+  (its pooled target only pushes its largest background logit down). The official approach
+  adds background-only videos to training, labelled background (video_label = 28): negative
+  bags, the only source of positive background evidence. A segment is then predicted
+  background when it looks like those clips more than like any event. Without such clips in
+  the training set the background logit is only ever pushed down, and a weak run (practically)
+  never predicts background. Inside an event clip, max pooling gives a background segment no
+  signal of its own: it is background only as far as it resembles the background-only clips
+  (on the toy of tests/test_ave_weak.py, 19% of them were, against 97% of the segments of
+  background-only clips and all event segments).
 """
 
 from __future__ import annotations
@@ -38,6 +59,16 @@ def loss(outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> Tensor:
     return F.cross_entropy(logits.flatten(0, 1), labels.flatten())
 
 
+def weak_loss(outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> Tensor:
+    """Weakly supervised: CE of the class logits max-pooled over the real segments against
+    `video_label` (B,) (0-27 the event, 28 a background-only clip). Reads no segment labels."""
+    logits = outputs["class_logits"].float()  # (B, T, 29)
+    if "frame_valid" in outputs:
+        logits = logits.masked_fill(~outputs["frame_valid"][:, :, None], float("-inf"))
+    return F.cross_entropy(logits.amax(1), batch["video_label"].long())
+
+
 def decode(outputs: dict[str, Tensor]) -> dict[str, Tensor]:
     """labels (B, T): class index per segment (28 = background)."""
     return {"labels": outputs["class_logits"].argmax(-1)}
+
