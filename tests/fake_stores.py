@@ -46,7 +46,8 @@ def make_store(root: Path, task: str, n: int = 12, seed: int = 0, D: int = D, G:
 
 def targets(task: str, n: int, T: int, S: int, rng) -> dict[str, np.ndarray]:
     if task == "ave":
-        return {"labels": rng.integers(0, 29, (n, T)).astype(np.int16)}
+        labels = rng.integers(0, 29, (n, T)).astype(np.int16)
+        return {"labels": labels, "video_label": labels[:, 0].copy()}
     if task == "llp":
         gt_a, gt_v = (rng.random((n, 25, T)) < 0.05).astype(np.uint8), (rng.random((n, 25, T)) < 0.05).astype(np.uint8)
         return {"video_labels": (gt_a | gt_v).any(-1).astype(np.uint8), "gt_audio": gt_a, "gt_visual": gt_v}

@@ -10,6 +10,13 @@ Two interchangeable implementations, chosen for the whole model by a module-leve
 Sliding windows are boolean (T, T) masks |i - j| <= S/2 (True = may attend), built once per
 (T, S, device) and cached. A window that covers the whole sequence returns None, not an
 all-True mask, so that the flash kernel stays eligible on GPU.
+
+Padded batches (clips of different lengths): `padding_mask` combines a (B, Tk) key validity with
+the window into a (B, 1, Tq, Tk) mask, broadcast over the heads. A query row that would allow no
+key (a padded second whose window holds only padding) allows every key of its window instead:
+its output is don't-care (padded positions are never a key of a real one), and a softmax over
+no key is NaN in the bmm reference and, depending on kernel, in SDPA. So `attend` never sees an
+empty row from the model, and both implementations give the same finite numbers.
 """
 
 from __future__ import annotations
@@ -63,15 +70,26 @@ def window_mask(T: int, S: int, device: torch.device) -> Tensor | None:
     return (i[:, None] - i[None, :]).abs() <= S // 2  # (T, T)
 
 
+def padding_mask(valid: Tensor, window: Tensor | None = None) -> Tensor:
+    """(B, 1, Tq, Tk) bool mask from key validity `valid` (B, Tk) and a (Tq, Tk) window or None
+    (then Tq = 1, broadcast over the queries). Rows with no valid key keep their whole window."""
+    mask = valid[:, None, None, :]  # (B, 1, 1, Tk)
+    if window is None:
+        return mask | ~mask.any(-1, keepdim=True)
+    mask = mask & window  # (B, 1, Tq, Tk)
+    return mask | (~mask.any(-1, keepdim=True) & window)
+
+
 def naive_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None,
                     dropout_p: float = 0.0) -> Tensor:
-    """Reference attention, (B, nh, Tq, hs) x (B, nh, Tk, hs) -> (B, nh, Tq, hs)."""
+    """Reference attention, (B, nh, Tq, hs) x (B, nh, Tk, hs) -> (B, nh, Tq, hs); mask (Tq, Tk)
+    or broadcastable to (B, nh, Tq, Tk)."""
     B, nh, Tq, hs = q.shape
     Tk = k.shape[2]
     q = q.reshape(B * nh, Tq, hs) * (1.0 / math.sqrt(hs))  # MHA scales q before the bmm
     att = torch.bmm(q, k.reshape(B * nh, Tk, hs).transpose(1, 2))  # (B*nh, Tq, Tk)
     if mask is not None:
-        att = att.masked_fill(~mask, float("-inf"))
+        att = att.view(B, nh, Tq, Tk).masked_fill(~mask, float("-inf")).view(B * nh, Tq, Tk)
     att = F.dropout(F.softmax(att, dim=-1), p=dropout_p)
     y = torch.bmm(att.to(v.dtype), v.reshape(B * nh, Tk, hs))  # (B*nh, Tq, hs)
     return y.view(B, nh, Tq, hs)
@@ -81,7 +99,8 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None,
            dropout_p: float = 0.0) -> Tensor:
     """Scaled dot-product attention with the selected implementation.
 
-    q (B, nh, Tq, hs), k and v (B, nh, Tk, hs), mask (Tq, Tk) bool or None -> (B, nh, Tq, hs).
+    q (B, nh, Tq, hs), k and v (B, nh, Tk, hs), mask bool (Tq, Tk), (B, 1, Tq or 1, Tk) or None
+    -> (B, nh, Tq, hs).
     """
     if _impl == "fused":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)

@@ -36,6 +36,26 @@ Choices where the paper and docs/model.md are silent (each covered by tests/test
 - encode() also returns the unimodal streams `audio_in` (projected VGGish) and
   `patches_visual` (patches after eq. 5 only): VGG-SS's contrastive heatmap needs features
   that have not seen the other modality (trainer/tasks/vggss.py says why).
+- Scales follow ModelConfig.T (the clip length trained on); any T runs, and a window wider than
+  a clip covers all of it.
+
+Padded batches (tests/test_padding.py): a batch of clips of different lengths is padded to its
+longest and carries `length` (B,), each sample's real seconds; encode() turns it into
+`frame_valid` (B, T). A clip's outputs on its real seconds are then what the clip cut to its
+length gives alone, whatever the padding holds:
+- TPM: padded seconds are masked as keys of the self- and cross-modal attention, on top of
+  each scale's window (trainer/attention.padding_mask). A padded query whose window holds only
+  padding attends over its whole window instead (don't-care, but finite: no empty softmax).
+- SPM works within a frame (patches, that frame's audio token, the null token): nothing to
+  mask, nothing crosses frames.
+- TPGL: gate_tpm's softmax runs over the 2 x length real tokens and "times N" uses that count;
+  padded tokens get weight 0. gate_spm is per frame.
+- Decoder: the memory tokens of padded seconds (TPM audio and visual, SPM audio, patches) are
+  masked as keys. The time code counts seconds from 0, the same at any padding.
+- Heads: AVE's CE and LLP's softmax over time take the real seconds only; VGG-SS reads the
+  middle of the real seconds (length // 2); AVS predicts background past the end.
+- Outputs at padded positions are don't-care (finite). With `clip_rows`, a clip's length is
+  that of its samples. Without `length` nothing is masked: the computation is the unpadded one.
 """
 
 from __future__ import annotations
@@ -48,7 +68,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from trainer.attention import Attention, window_mask
+from trainer.attention import Attention, padding_mask, window_mask
 
 
 def default_scales(T: int) -> tuple[int, ...]:
@@ -126,13 +146,16 @@ class TPM(nn.Module):
         self.fuse = nn.Linear((len(cfg.scales) + 1) * cfg.d_model, cfg.d_model)
         self.norm = nn.LayerNorm(cfg.d_model)
 
-    def forward(self, a: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, a: Tensor, v: Tensor, valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """a, v (B, T, D); valid (B, T) bool, the real seconds (None: all)."""
         B, T, _ = a.shape
         x = torch.cat([a, v], dim=0)  # (2B, T, D): audio and visual share each layer
+        valid = None if valid is None else torch.cat([valid, valid], dim=0)  # (2B, T)
         outs = [x]
         for S, layer in zip(self.scales, self.layers):
             other = torch.cat([x[B:], x[:B]], dim=0)  # each modality's counterpart
-            x = layer(x, other, window_mask(T, S, x.device))
+            mask = window_mask(T, S, x.device)
+            x = layer(x, other, mask if valid is None else padding_mask(valid, mask))
             outs.append(x)
         x = self.norm(self.fuse(torch.cat(outs, dim=-1)))  # (2B, T, D), eq. 4
         return x[:B], x[B:]
@@ -171,11 +194,17 @@ class SPM(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # TPGL: task-prompt guided gate (eq. 7-9)
 
-def prompt_gate(q: Tensor, keys: Tensor) -> Tensor:
-    """q (..., D), keys (..., N, D) -> N x softmax over N of q.k / sqrt(D), shape (..., N)."""
+def prompt_gate(q: Tensor, keys: Tensor, valid: Tensor | None = None) -> Tensor:
+    """q (..., D), keys (..., N, D) -> N x softmax over N of q.k / sqrt(D), shape (..., N).
+
+    valid (..., N) bool: the softmax runs over the valid tokens only and N counts them, so the
+    weights of a clip's real tokens do not depend on its padding; padded tokens get weight 0."""
     N, D = keys.shape[-2:]
     sim = torch.einsum("...d,...nd->...n", q, keys) / math.sqrt(D)
-    return N * F.softmax(sim.float(), dim=-1).to(keys.dtype)
+    if valid is None:
+        return N * F.softmax(sim.float(), dim=-1).to(keys.dtype)
+    w = F.softmax(sim.float().masked_fill(~valid, float("-inf")), dim=-1)
+    return (valid.sum(-1, keepdim=True) * w).to(keys.dtype)
 
 
 class TPGL(nn.Module):
@@ -184,10 +213,12 @@ class TPGL(nn.Module):
         self.key_tpm = nn.Linear(cfg.d_model, cfg.d_model)
         self.key_spm = nn.Linear(cfg.d_model, cfg.d_model)
 
-    def gate_tpm(self, q: Tensor, a: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    def gate_tpm(self, q: Tensor, a: Tensor, v: Tensor, valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """valid (B, T): the real seconds; the softmax runs over their 2 x length tokens."""
         T = a.shape[1]
         f = torch.cat([a, v], dim=1)  # (B, 2T, D), eq. 7
-        w = prompt_gate(q, F.relu(self.key_tpm(f)))  # (B, 2T)
+        valid = None if valid is None else torch.cat([valid, valid], dim=1)  # (B, 2T)
+        w = prompt_gate(q, F.relu(self.key_tpm(f)), valid)  # (B, 2T)
         f = w[..., None] * f  # eq. 9
         return f[:, :T], f[:, T:]
 
@@ -220,8 +251,8 @@ class DecoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: Tensor, memory: Tensor) -> Tensor:
-        x = self.norm1(x + self.drop(self.cross_attn(x, memory)))
+    def forward(self, x: Tensor, memory: Tensor, mask: Tensor | None = None) -> Tensor:
+        x = self.norm1(x + self.drop(self.cross_attn(x, memory, mask)))
         return self.norm2(x + self.drop(self.ffn(x)))
 
 
@@ -251,12 +282,26 @@ class TokenHead(nn.Module):
             parts.append(patches.flatten(1, 2))
         return torch.cat(parts, dim=1)
 
+    @staticmethod
+    def memory_valid(feats: dict[str, Tensor]) -> Tensor | None:
+        """(B, 3T + T*M) bool, True at the memory tokens of real seconds; None without frame_valid."""
+        if "frame_valid" not in feats:
+            return None
+        fv = feats["frame_valid"]  # (B, T)
+        parts = [fv, fv]
+        if "patches" in feats:
+            parts += [fv, fv.repeat_interleave(feats["patches"].shape[2], dim=1)]  # patches (t, m) order
+        return torch.cat(parts, dim=1)
+
     def decode(self, queries: Tensor, feats: dict[str, Tensor]) -> Tensor:
-        """Decoder states for task queries (B, L, D) over the memory -> (B, L, D)."""
+        """Decoder states for task queries (B, L, D) over the memory -> (B, L, D). The memory
+        tokens of padded seconds are masked as keys."""
         memory = self.memory(feats)
+        valid = self.memory_valid(feats)
+        mask = None if valid is None else padding_mask(valid)
         x = queries
         for layer in self.layers:
-            x = layer(x, memory)
+            x = layer(x, memory, mask)
         return x
 
     def class_embeddings(self, vocab_emb: Tensor, valid_ids: Tensor) -> Tensor:
@@ -303,19 +348,26 @@ class AVUnified(nn.Module):
         clip (trainer/data.py: MUSIC-AVQA's questions of one video) and TPM and SPM run once per
         clip; only the gates and the head run per sample."""
         rows = batch.get("clip_rows")
+        frame_valid = clip_valid = None
+        if "length" in batch:   # (B,): the sample's real seconds; frame_valid (B, T) marks them
+            length = batch["length"].to(batch["audio"].device)
+            seconds = torch.arange(batch["audio"].shape[1], device=length.device)
+            frame_valid = seconds < length[:, None]
+            clip_length = length if rows is None else length.new_zeros(batch["audio"].shape[0]).scatter_reduce(
+                0, rows, length, "amax")   # the samples of one clip share its length
+            clip_valid = seconds < clip_length[:, None]     # (U, T): what TPM masks
         # index_select, not x[rows]: x[rows]'s backward is index_put with accumulate, which ATen
         # runs with racing atomic float adds on several CPU threads, so two identical trainings
         # differed from step 10. index_select's backward (index_add) sums rows in index order.
         each = (lambda x: x) if rows is None else (lambda x: torch.index_select(x, 0, rows))
         a_in = self.embed["audio"](batch["audio"])          # (U, T, D)
         v_in = self.embed["visual"](batch["visual"])        # (U, T, D)
-        a_t, v_t = self.tpm(a_in, v_in)                     # 2 x (U, T, D)
+        a_t, v_t = self.tpm(a_in, v_in, clip_valid)         # 2 x (U, T, D)
         q = self.embed["prompt"](batch["prompt"])           # (B, D)
-        a, v = self.tpgl.gate_tpm(q, each(a_t), each(v_t))  # 2 x (B, T, D)
+        a, v = self.tpgl.gate_tpm(q, each(a_t), each(v_t), frame_valid)  # 2 x (B, T, D)
         feats = {"audio": a, "visual": v, "prompt": q}
-        if "length" in batch:   # (B,): the clip's real seconds; frame_valid (B, T) marks them
-            T = a.shape[1]
-            feats["frame_valid"] = torch.arange(T, device=a.device) < batch["length"].to(a.device)[:, None]
+        if frame_valid is not None:
+            feats["frame_valid"] = frame_valid
         if spatial:
             p_in = self.embed["patches"](batch["patches"])  # (U, T, M, D)
             a_s, p, p_hat = self.spm(a_in, a_t, p_in)

@@ -3,6 +3,7 @@
 Frame probabilities per modality come from the shared token head (cosine to the 25 class
 tokens) plus a per-class bias of this head (a sigmoid needs one; a softmax would not).
 Attention over time and over modality pools them into audio, visual and global probabilities.
+Padded batches (`frame_valid`): the attention over time is a softmax over the real seconds only.
 Loss (HAN): BCE(global, y) + BCE(audio, y) + BCE(visual, 0.9 y + 0.05), probabilities clamped
 to [1e-7, 1 - 1e-7]; y is the video-level multi-hot. valid_ids: the 25 tokens in class order.
 """
@@ -38,7 +39,10 @@ class Head(nn.Module):
         x = torch.stack([feats["audio"], feats["visual"]], dim=2)  # (B, T, 2, D)
         logits = tokens.score(x, vocab_emb, valid_ids)["class_logits"]  # (B, T, 2, C) fp32
         frame_prob = torch.sigmoid(logits + self.bias)
-        frame_att = F.softmax(self.frame_att(x).float(), dim=1)  # over time
+        att = self.frame_att(x).float()  # (B, T, 2, C)
+        if "frame_valid" in feats:  # padded seconds take no part in the pooling over time
+            att = att.masked_fill(~feats["frame_valid"][:, :, None, None], float("-inf"))
+        frame_att = F.softmax(att, dim=1)  # over time
         av_att = F.softmax(self.av_att(x).float(), dim=2)  # over modality
         temporal_prob = frame_att * frame_prob  # (B, T, 2, C)
         return {

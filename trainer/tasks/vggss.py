@@ -1,4 +1,5 @@
-"""VGG-SS: sound source localisation, EZ-VSL style, on the middle frame (index T // 2).
+"""VGG-SS: sound source localisation, EZ-VSL style, on the middle frame (index T // 2; in a
+padded batch, `frame_valid`, the middle of each clip's real seconds: length // 2).
 
 Heatmap = cosine similarity of the frame's audio embedding to each patch embedding over the
 g x g grid. Loss: symmetric contrastive CE over the audio-to-patch MAX similarity between every
@@ -45,8 +46,14 @@ class Head(nn.Module):
         a, p = feats["audio_in"], feats["patches_visual"]  # (B, T, D), (B, T, M, D)
         B, T, M, _ = p.shape
         assert M == self.grid ** 2, f"{M} patches do not match the configured {self.grid}x{self.grid} grid"
-        audio = F.normalize(self.audio(a[:, T // 2]).float(), dim=-1)    # (B, D)
-        patch = F.normalize(self.patch(p[:, T // 2]).float(), dim=-1)    # (B, M, D)
+        if "frame_valid" in feats:
+            rows = torch.arange(B, device=a.device)
+            mid = feats["frame_valid"].sum(1) // 2                       # (B,) length // 2
+            a, p = a[rows, mid], p[rows, mid]                            # (B, D), (B, M, D)
+        else:
+            a, p = a[:, T // 2], p[:, T // 2]
+        audio = F.normalize(self.audio(a).float(), dim=-1)               # (B, D)
+        patch = F.normalize(self.patch(p).float(), dim=-1)               # (B, M, D)
         heatmap = torch.einsum("bd,bmd->bm", audio, patch)               # (B, M)
         return {"audio_emb": audio, "patch_emb": patch,
                 "heatmap": heatmap.view(B, self.grid, self.grid)}
