@@ -119,6 +119,45 @@ def test_single_task_run_and_clear_errors(stores, tmp_path):
     assert no_metrics.exit_code == 1 and "ave" in said(no_metrics)
 
 
+def test_weakly_supervised_ave_trains_scores_and_fills_table_ii(stores, tmp_path, monkeypatch):
+    """`ave_supervision=weak` trains from video_label alone (the segment labels are never read by
+    its loss), is scored per segment as a full run is, and `avu report` puts it in Table II's
+    weakly-supervised row (and not the fully-supervised one)."""
+    from trainer.tasks import ave
+
+    seen = []
+    real = ave.weak_loss
+
+    def recording(out, batch):
+        seen.append(sorted(k for k in batch if k in ("labels", "video_label")))
+        return real(out, batch)
+
+    from dataclasses import replace
+
+    from trainer import train as T
+    monkeypatch.setitem(T.BENCHMARKS, "ave", replace(T.BENCHMARKS["ave"], losses={**T.BENCHMARKS["ave"].losses,
+                                                                                 "weak": recording}))
+    runner = CliRunner()
+    run = tmp_path / "weak"
+    result = runner.invoke(app, ["train", "--out", str(run), "--tasks", "ave", "--stores", stores, "--quiet",
+                                 "ave_supervision=weak", *TINY])
+    assert result.exit_code == 0, result.output
+    assert len(seen) == 4                                 # every step used the weak loss
+    assert load_run(run).ave_supervision == "weak"
+    result = runner.invoke(app, ["eval", str(run), "--split", "test"])
+    assert result.exit_code == 0, result.output
+    accuracy = json.loads((run / "eval" / "test" / "ave.json").read_text())["metrics"]["accuracy"]
+    result = runner.invoke(app, ["report", str(run), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    table = next(t for t in json.loads(result.output)["tables"] if t["id"] == "II")
+    cells = {row["metric"]: row["cells"][0] for row in table["rows"]}
+    assert cells["weakly-supervised"]["ours"] == pytest.approx(100 * accuracy)
+    assert cells["weakly-supervised"]["paper"] == 74.2 and cells["fully-supervised"]["ours"] is None
+    bad = runner.invoke(app, ["train", "--out", str(tmp_path / "x"), "--tasks", "ave", "--stores", stores,
+                              "--quiet", "ave_supervision=partial", *TINY])
+    assert bad.exit_code == 2 and "partial" in said(bad)
+
+
 def logged_step(path: Path) -> int:
     """The last step metrics.jsonl records so far (a line being written is skipped)."""
     steps = [0]

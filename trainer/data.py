@@ -19,7 +19,8 @@ Decisions (the paper is silent):
   (seed, s), so the sequence depends on nothing but the seed and the weights. Task k's n-th
   batch is slice n % per_epoch of a permutation seeded with (seed, k, n // per_epoch): each
   task runs through its own epochs, dropping the last partial batch. A task with fewer
-  training samples than the batch size uses all of them as its batch.
+  training samples than the batch size uses all of them as its batch. The task's k is
+  task_seed(name), so no task's batches depend on which other benchmarks exist.
 - The sampler's state ({"step", "counts"}) travels with each batch, so the state saved in a
   checkpoint is that of the last batch trained on, however far the loader has read ahead.
 - In a distributed run every process draws the same task and the same global batch and takes
@@ -47,6 +48,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -260,7 +262,7 @@ class TaskSampler(torch.utils.data.Sampler):
 
     def indices(self, task: str, count: int) -> np.ndarray:
         """The global batch of the task's count-th draw."""
-        k, B = list(BENCHMARKS).index(task), self.batch[task]
+        k, B = task_seed(task), self.batch[task]
         epoch, n = divmod(count, self.per_epoch[task])
         rng = np.random.default_rng([self.seed, k, epoch])
         if task in self.groups:
@@ -280,6 +282,12 @@ class TaskSampler(torch.utils.data.Sampler):
             step += 1
             yield {"task": task, "split": "train", "indices": idx,
                    "state": {"step": step, "counts": dict(counts)}}
+
+
+def task_seed(task: str) -> int:
+    """A task's own seed for its epochs' permutations, from its name (CRC-32): adding or
+    reordering benchmarks leaves every other task's batches as they were."""
+    return zlib.crc32(task.encode())
 
 
 def grouped_permutation(rng: np.random.Generator, groups: np.ndarray, run: int) -> np.ndarray:

@@ -210,10 +210,13 @@ def barrier(world: int) -> None:
 
 
 def model_config(cfg: TrainConfig, stores: dict) -> ModelConfig:
+    """The model's shape: widths from the settings, CLIP width and patch grid from the stores,
+    and T (which sets the TPM scales, trainer/model.py default_scales) the longest clip of the
+    stores trained on, so the widest window still covers a whole clip."""
     s = next(iter(stores.values()))
     return ModelConfig(d_model=cfg.d_model, n_heads=cfg.n_heads, d_ff=cfg.d_ff, dropout=cfg.dropout,
                        dec_layers=cfg.dec_layers, mask_channels=cfg.mask_channels, visual_dim=s.visual_dim,
-                       n_patches=s.n_patches)
+                       n_patches=s.n_patches, T=max(st.T for st in stores.values()))
 
 
 def start_run(out: Path, cfg: TrainConfig, tasks: list[str], stores: dict, name: str) -> None:
