@@ -179,5 +179,8 @@ def synth(out: Path, rng: np.random.Generator, clips: int) -> None:
             f.create_dataset("order", data=np.array(rng.permutation(rows_of), np.int64))
 
 
-ADAPTER = Adapter(name="ave", T=T, classes=CLASSES, load=load, synth=synth, synth_classes=SYNTH_CLASSES,
-                  prompt="Which event is both heard and seen in each second of the video?", demo_clips=48)
+ADAPTER = Adapter(
+    name="ave", T=T, classes=CLASSES, load=load,
+    prompt="Which event is both heard and seen in each second of the video?",
+    synth=synth, synth_classes=SYNTH_CLASSES, demo_clips=48,
+)

@@ -63,5 +63,8 @@ def synth(out: Path, rng: np.random.Generator, clips: int) -> None:
     write_csv(out / "Multi-sources" / "ms3_meta_data.csv", ["video_id", "split"], rows)
 
 
-ADAPTER = Adapter(name="avs-ms3", T=T, classes=[], load=load, synth=synth, synth_classes=avs_s4.SYNTH_CLASSES,
-                  prompt="Segment every object that makes a sound.", demo_clips=40)
+ADAPTER = Adapter(
+    name="avs-ms3", T=T, classes=[], load=load,
+    prompt="Segment every object that makes a sound.",
+    synth=synth, synth_classes=avs_s4.SYNTH_CLASSES, demo_clips=40,
+)

@@ -137,5 +137,8 @@ def synth(out: Path, rng: np.random.Generator, clips: int) -> None:
     write_csv(out / "Single-source" / "s4_meta_data.csv", ["name", "start_time", "category", "split"], rows)
 
 
-ADAPTER = Adapter(name="avs-s4", T=T, classes=CLASSES, load=load, synth=synth, synth_classes=SYNTH_CLASSES,
-                  prompt="Segment the object that makes the sound.", demo_clips=40)
+ADAPTER = Adapter(
+    name="avs-s4", T=T, classes=CLASSES, load=load,
+    prompt="Segment the object that makes the sound.",
+    synth=synth, synth_classes=SYNTH_CLASSES, demo_clips=40,
+)

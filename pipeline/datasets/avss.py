@@ -160,5 +160,8 @@ def synth(out: Path, rng: np.random.Generator, clips: int) -> None:
     (out / "label2idx.json").write_text(json.dumps({n: i + 1 for i, n in enumerate(CLASSES)}, indent=4))
 
 
-ADAPTER = Adapter(name="avss", T=T, classes=CLASSES, load=load, synth=synth, synth_classes=SYNTH_CLASSES,
-                  prompt="Segment and name every object that makes a sound.", demo_clips=40)
+ADAPTER = Adapter(
+    name="avss", T=T, classes=CLASSES, load=load,
+    prompt="Segment and name every object that makes a sound.",
+    synth=synth, synth_classes=SYNTH_CLASSES, demo_clips=40,
+)

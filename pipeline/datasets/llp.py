@@ -132,5 +132,8 @@ def synth(out: Path, rng: np.random.Generator, clips: int) -> None:
         write_csv(out / EVAL[modality], ["filename", "onset", "offset", "event_labels"], rows, "\t")
 
 
-ADAPTER = Adapter(name="llp", T=T, classes=CLASSES, load=load, synth=synth, synth_classes=SYNTH_CLASSES,
-                  prompt="Which events are heard, which are seen, and when?", demo_clips=48)
+ADAPTER = Adapter(
+    name="llp", T=T, classes=CLASSES, load=load,
+    prompt="Which events are heard, which are seen, and when?",
+    synth=synth, synth_classes=SYNTH_CLASSES, demo_clips=48,
+)

@@ -220,6 +220,8 @@ def synth(out: Path, rng: np.random.Generator, clips: int) -> None:
         path.write_text(json.dumps(entries))
 
 
-ADAPTER = Adapter(name="music-avqa", T=T, classes=ANSWERS, load=load, synth=synth, synth_classes=SYNTH_CLASSES,
-                  prompt="Answer the question about the sounds and sights of the music performance.",
-                  demo_clips=256)
+ADAPTER = Adapter(
+    name="music-avqa", T=T, classes=ANSWERS, load=load,
+    prompt="Answer the question about the sounds and sights of the music performance.",
+    synth=synth, synth_classes=SYNTH_CLASSES, demo_clips=256,
+)

@@ -205,6 +205,8 @@ def synth(out: Path, rng: np.random.Generator, clips: int) -> None:
     (out / "vggsound_train.txt").write_text("\n".join(train) + "\n")
 
 
-ADAPTER = Adapter(name="vggss", T=T, classes=CLASSES, load=load, synth=synth, synth_classes=SYNTH_CLASSES,
-                  synth_silent=SILENT, synth_tiles=True, prompt="Where in the picture is the sound coming from?",
-                  demo_clips=192)
+ADAPTER = Adapter(
+    name="vggss", T=T, classes=CLASSES, load=load,
+    prompt="Where in the picture is the sound coming from?",
+    synth=synth, synth_classes=SYNTH_CLASSES, synth_silent=SILENT, synth_tiles=True, demo_clips=192,
+)
