@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.config import DatasetsConfig
 from pipeline.datasets import DatasetError, load_dataset
-from pipeline.vocab import S4_CLASSES
+from pipeline.datasets.avs_s4 import CLASSES as S4_CLASSES
 
 from .conftest import ANNOTATIONS, need
 
@@ -302,7 +302,7 @@ def test_avss_label2idx_string_index_syntax_error_bad_bytes(avss):
     fails_edited(path, (n, ",", ""), "avss", avss, f"{path}:{n + 1}:5: ", "not valid JSON", "Expecting ',' delimiter")                                            # "clarinet": 15 "clipper": 16
     fails_edited(path, (n, "clarinet", b"clarin\xe9t"), "avss", avss, f"{path}:{n}:", "not UTF-8")
     edit_line(path, n, "clarinet", "clarinette")
-    fails("avss", avss, f"{path}: ", "differs from vocab.AVSS_CLASSES")
+    fails("avss", avss, f"{path}: ", "differs from CLASSES in pipeline/datasets/avss.py")
 
 
 def test_avss_metadata_missing_column_bad_values_duplicate_bad_mask(avss):

@@ -1,17 +1,20 @@
 """The adapters on the REAL annotation files (no media needed) and the real AVSBench masks."""
 
+import re
 import shutil
 
 import numpy as np
 import pytest
 
+from pipeline import synth, vocab
 from pipeline.config import DatasetsConfig
-from pipeline.datasets import DATASETS, DatasetError, load_dataset, present
+from pipeline.datasets import ADAPTERS, DATASETS, PROMPTS, DatasetError, load_dataset, present
 from pipeline.datasets.avs_s4 import binary_mask
+from pipeline.datasets.avss import CLASSES as AVSS_CLASSES
 from pipeline.datasets.avss import PALETTE, colour_to_classes
-from pipeline.vocab import AVQA_TYPES, AVSS_CLASSES, SERIALISERS
+from pipeline.datasets.music_avqa import QUESTION_TYPES
 
-from .conftest import ANNOTATIONS, SAMPLES, need
+from .conftest import ANNOTATIONS, REPO, SAMPLES, need
 
 
 def _sizes(ds) -> dict[str, int]:
@@ -28,6 +31,31 @@ def test_the_seven_adapters_are_one_dict():
         load_dataset("avqa", ANNOTATIONS)
 
 
+def test_every_table_of_a_benchmark_is_read_from_its_adapter():
+    for name, a in ADAPTERS.items():
+        assert a.name == name and DATASETS[name] is a.load and PROMPTS[name] == a.prompt, name
+        assert vocab.CLASSES[name] is a.classes and synth.GENERATORS[name] is a.synth, name
+        assert synth.CLASSES[name] is a.synth_classes and a.demo_clips > 0, name
+        assert not a.classes or {vocab.key(n) for n in a.synth_classes} <= {vocab.key(n) for n in a.classes}, name
+    assert vocab.TASKS == tuple(ADAPTERS) == tuple(PROMPTS) and len(set(PROMPTS.values())) == 7
+
+
+# pipeline/config.py holds TrainConfig's task weights until TrainConfig moves to trainer/
+NOT_YET = {"pipeline/config.py"}
+
+
+def test_a_benchmark_is_named_only_in_its_adapter_and_the_adapter_list():
+    """The quoted name of a benchmark ("avss") appears in pipeline/ and cli.py only in its own
+    adapter module and in pipeline/datasets/__init__.py (S4's module also serves MS3)."""
+    files = sorted([*(REPO / "pipeline").rglob("*.py"), REPO / "cli.py"])
+    home = {name: {f"pipeline/datasets/{a.load.__module__.rsplit('.', 1)[1]}.py", "pipeline/datasets/__init__.py"}
+            for name, a in ADAPTERS.items()}
+    for name in ADAPTERS:
+        found = {str(f.relative_to(REPO)) for f in files if re.search(f"[\"']{re.escape(name)}[\"']", f.read_text())}
+        assert found - NOT_YET <= home[name], (name, sorted(found - home[name]))
+        assert home[name] <= found, name
+
+
 def test_ave_rows_splits_and_quirks():
     ds = load_dataset("ave", need(ANNOTATIONS / "ave"))
     assert len(ds.clips) == 4143 and _sizes(ds) == {"train": 3339, "val": 402, "test": 402} and ds.T == 10
@@ -38,8 +66,7 @@ def test_ave_rows_splits_and_quirks():
     assert c.targets["labels"].tolist() == [28] * 6 + [0, 0] + [28, 28] and c.targets["video_label"] == 0
     assert c.source.endswith("AVE/MH3m4AwEcRY.mp4")
     empty = next(c for c in ds.clips if c.clip_id.endswith("_VWi2ENBuTbw"))  # start = end
-    assert (empty.targets["labels"] == 28).all()
-    assert SERIALISERS["ave"][1](c.targets["tokens"])["labels"].tolist() == c.targets["labels"].tolist()
+    assert (empty.targets["labels"] == 28).all() and set(c.targets) == {"labels", "video_label"}
 
 
 def test_ave_splits_from_the_derived_csv_and_a_header_line(tmp_path):
@@ -68,11 +95,7 @@ def test_llp_splits_dense_labels_and_quirks():
     frac = _row(ds, "ApKgnUPayqU_8.5_18.5")
     assert frac.source.endswith("LLP/ApKgnUPayqU.mp4") and frac.targets["has_dense"] == 0
     assert not frac.targets["gt_audio"].any()
-    # the dense labels survive serialisation for every evaluated clip
-    for c in ds.split("val")[:200]:
-        back = SERIALISERS["llp-events"][1](c.targets["eval_tokens"])
-        assert np.array_equal(back["gt_audio"], c.targets["gt_audio"])
-        assert np.array_equal(back["gt_visual"], c.targets["gt_visual"])
+    assert set(c.targets) == {"video_labels", "gt_audio", "gt_visual", "has_dense"}
 
 
 def test_vggss_boxes_are_clipped_and_counted():
@@ -104,12 +127,12 @@ def test_music_avqa_questions_types_and_templates():
     q = ds.questions
     split = np.asarray(q["split"])
     assert (split == 1).sum() == 4568 and (split == 2).sum() == 9129 and ds.T == 60
-    assert sorted(set(q["type"].tolist())) == list(range(9)) and len(AVQA_TYPES) == 9
+    assert sorted(set(q["type"].tolist())) == list(range(9)) and len(QUESTION_TYPES) == 9
     assert ds.quirks["split_files_missing"] == 1 and ds.quirks["template_mismatch"] == 0
     assert not any("<" in t for t in q["text"])
     k = next(i for i, (s, qid) in enumerate(zip(split, q["id"])) if s == 1 and qid == 7)
     assert q["text"][k] == "Is the ukulele in the video always playing?" and ds.classes[q["answer"][k]] == "yes"
-    assert len(ds.classes) == 41 and len(ds.clips) == len(set(q["clip_id"]))
+    assert len(ds.classes) == 41 and len(ds.clips) == len(set(q["clip_id"])) and "tokens" not in q
     both = [c for c in ds.clips if c.splits == ("val", "test")]
     assert len(both) == 2296                                  # a video can be in two splits
 

@@ -355,13 +355,12 @@ def test_ssl_boxes_keep_the_annotation_values(tmp_path):
     # from vggss.json through the adapter's targets to the scorer, no coordinate rounds
     from pipeline.config import DatasetsConfig
     from pipeline.datasets import vggss
-    from pipeline.vocab import VGGSS_CLASSES
 
     cfg = DatasetsConfig()
     folder = tmp_path / cfg.vggss_annotations
     folder.mkdir(parents=True, exist_ok=True)
     bbox = [[0.0, 0.0, 9 / 14, 1.0], [0.5, 0.5, -2.8823037615171176e16, 0.6]]
-    (folder / "vggss.json").write_text(json.dumps([{"file": "a_000001", "class": VGGSS_CLASSES[0], "bbox": bbox}]))
+    (folder / "vggss.json").write_text(json.dumps([{"file": "a_000001", "class": vggss.CLASSES[0], "bbox": bbox}]))
     targets = vggss.load(tmp_path, cfg).clips[0].targets
     assert targets["boxes"].dtype == np.float64
     assert targets["boxes"].tolist() == [bbox[0], [0.5, 0.5, 0.0, 0.6]]

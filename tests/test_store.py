@@ -86,7 +86,7 @@ def test_a_clean_store_verifies_and_records_every_chunk(s4):
     root, clean = s4
     fs = FeatureStore(clean)
     assert len(fs.done()) == len(fs) == 3
-    assert set(fs.per_clip_arrays()) >= {"audio", "visual", "patches", "masks", "mask_valid", "tokens"}
+    assert set(fs.per_clip_arrays()) >= {"audio", "visual", "patches", "masks", "mask_valid", "class_index"}
     for name in fs.per_clip_arrays():
         rec = fs.records(name)
         assert rec.shape == (3, 2) and (rec[:, 0] >= 0).all(), name      # every clip recorded

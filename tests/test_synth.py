@@ -11,25 +11,27 @@ from typer.testing import CliRunner
 from cli import app
 from pipeline import synth
 from pipeline.config import DatasetsConfig
-from pipeline.datasets import DATASETS, extract_dataset, load_dataset, missing_list
+from pipeline.datasets import ADAPTERS, DATASETS, PROMPTS, extract_dataset, load_dataset, missing_list
+from pipeline.datasets.avss import CLASSES as AVSS_CLASSES
+from pipeline.datasets.music_avqa import QUESTION_TYPES
+from pipeline.datasets.vggss import SILENT, synth_scene
 from pipeline.decode import decode
 from pipeline.store import DONE, FeatureStore
-from pipeline.synth import (CLASSES, LOOKS, SILENT, TILED, colour, generate, shape_mask, tile_texture, tone_hz,
-                            vggss_scene)
+from pipeline.synth import CLASSES, LOOKS, TILED, colour, generate, shape_mask, tile_texture, tone_hz
 from pipeline.timecode import dominant_hz
-from pipeline.vocab import AVQA_TYPES, AVSS_CLASSES, SERIALISERS, key
+from pipeline.vocab import key
 from trainer.metrics import ssl_ciou
 
 from .conftest import tiny_config
 
 MASK = 32
-PER_CLIP = {  # arrays each store must hold besides the features
-    "ave": {"labels": (10,), "video_label": (), "tokens": (10,)},
-    "llp": {"video_labels": (25,), "gt_audio": (25, 10), "gt_visual": (25, 10), "has_dense": (), "tokens": (25,)},
-    "vggss": {"boxes": None, "box_count": (), "frame_index": (), "class_index": (), "tokens": (2,)},
-    "avs-s4": {"masks": (5, MASK, MASK), "mask_valid": (5,), "class_index": (), "tokens": (1,)},
+PER_CLIP = {  # arrays each store holds besides the features and their lengths, and nothing else
+    "ave": {"labels": (10,), "video_label": ()},
+    "llp": {"video_labels": (25,), "gt_audio": (25, 10), "gt_visual": (25, 10), "has_dense": ()},
+    "vggss": {"boxes": None, "box_count": (), "frame_index": (), "class_index": ()},
+    "avs-s4": {"masks": (5, MASK, MASK), "mask_valid": (5,), "class_index": ()},
     "avs-ms3": {"masks": (5, MASK, MASK), "mask_valid": (5,)},
-    "avss": {"masks": (10, MASK, MASK), "mask_valid": (10,), "subset": (), "classes_present": (71,), "tokens": (71,)},
+    "avss": {"masks": (10, MASK, MASK), "mask_valid": (10,), "subset": (), "classes_present": (71,)},
     "music-avqa": {},
 }
 
@@ -90,21 +92,31 @@ def test_every_dataset_extracts_to_a_complete_store(stores, name):
     for array, tail in PER_CLIP[name].items():
         tail = tail if tail is not None else ds.clips[0].targets[array].shape
         assert fs.group[array].shape == (len(fs), *tail), array
+    features = {"audio", "visual", "patches"}
+    assert set(fs.per_clip_arrays()) - features == set(PER_CLIP[name])
     vocab_emb, task_emb = fs.shared("vocab_emb"), fs.shared("task_emb")
     assert vocab_emb.shape == (len(ds.vocab), 64) and task_emb.shape == (7, 64)
     assert np.allclose(np.linalg.norm(vocab_emb, axis=1), 1, atol=1e-3)
     if ds.classes:
         assert fs.shared("valid_ids").tolist() == ds.vocab.class_ids(ds.classes).tolist()
-    if "tokens" in PER_CLIP[name] and name in SERIALISERS:       # the stored tokens read back as targets
-        for i in range(len(fs)):
-            back = SERIALISERS[name][1](fs.read("tokens", i))
-            assert all(np.array_equal(np.asarray(v), fs.read(k, i)) for k, v in back.items()), (name, i)
+    assert attrs["prompt_names"] == list(ADAPTERS) and attrs["task_prompts"] == PROMPTS
     assert not missing_list(fs.path).exists()
+
+
+def test_prompt_rows_are_found_by_name(stores):
+    """task_emb row k is the prompt of attrs["prompt_names"][k], from one batch of all prompts."""
+    from pipeline.datasets import _text_encoder
+
+    fs = stores["avss"][0]
+    names = fs.attrs["prompt_names"]
+    again = _text_encoder(tiny_config())([fs.attrs["task_prompts"][n] for n in names])
+    assert np.array_equal(fs.shared("task_emb"), again.astype(np.float32))
+    assert not np.array_equal(again[names.index("avss")], again[names.index("avs-s4")])
 
 
 def test_looks_tell_the_classes_of_a_dataset_apart():
     for name, names in CLASSES.items():
-        if name != "vggss":                                    # VGG-SS draws tiles
+        if not ADAPTERS[name].synth_tiles:                     # VGG-SS draws tiles
             assert len({tuple(colour(LOOKS[key(n)])) for n in names}) == len(names), name
     assert len({tuple(tile_texture(LOOKS[k])) for k in TILED}) == len(TILED)
 
@@ -115,7 +127,7 @@ def test_vggss_scenes_a_flat_heatmap_fails_and_the_right_half_passes():
     map that is high on the sounding half scores >= 0.5."""
     rng = np.random.default_rng(0)
     for _ in range(12):
-        cls, objs = vggss_scene(rng)
+        cls, objs = synth_scene(rng)
         heard = [o for o in objs if o.audible.any()]
         assert {o.name for o in heard} == {cls} and len(heard) == 2
         assert all(o.name in SILENT for o in objs if not o.audible.any())
@@ -173,20 +185,17 @@ def test_vggss_llp_and_avqa_targets(stores):
     has = fs.read("has_dense", slice(None))
     assert has[fs.split("train")].sum() == 0 and has[fs.split("test")].all()
     assert ds.quirks["fractional_filenames"] == 1 and ds.quirks["eval_audio_unmatched_files"] == 1
-    for i in np.flatnonzero(has):
-        back = SERIALISERS["llp-events"][1](fs.read("eval_tokens", i))
-        assert np.array_equal(back["gt_audio"], fs.read("gt_audio", i))
-        assert np.array_equal(back["gt_visual"], fs.read("gt_visual", i))
-        assert (fs.read("video_labels", i) == (back["gt_audio"] | back["gt_visual"]).any(axis=1)).all()
+    for i in np.flatnonzero(has):                              # the weak labels are the dense events' classes
+        dense = fs.read("gt_audio", i) | fs.read("gt_visual", i)
+        assert (fs.read("video_labels", i) == dense.any(axis=1)).all()
     fs, ds, _ = stores["music-avqa"]
     types, split = fs.shared("question_type"), fs.shared("question_split")
     for s in range(3):
-        assert set(types[split == s].tolist()) == set(range(len(AVQA_TYPES)))   # all 9 types in every split
+        assert set(types[split == s].tolist()) == set(range(len(QUESTION_TYPES)))   # all 9 types in every split
     clip, answer = fs.shared("question_clip"), fs.shared("question_answer")
     assert clip.max() < len(fs) and answer.max() < len(fs.attrs["answers"])
     assert fs.shared("question_emb").shape == (len(types), 64) and len(fs.attrs["question_text"]) == len(types)
-    assert fs.shared("question_tokens")[:, 0].tolist() == ds.vocab.class_ids(
-        [fs.attrs["answers"][a] for a in answer]).tolist()
+    assert "question_tokens" not in fs.group["shared"]
 
 
 def test_rerun_skips_done_clips_and_written_targets(stores):

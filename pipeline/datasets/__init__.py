@@ -1,28 +1,36 @@
-"""The five benchmarks in stage one: one small adapter per dataset behind one interface.
+"""The seven benchmarks of stage one: one adapter module per benchmark behind one interface.
 
     ds = load_dataset("llp", root, DatasetsConfig())        # parse the real annotation files
     extract_dataset(ds, out, extract_cfg)                   # features + targets -> one store
 
-An adapter's `load(root, cfg) -> Dataset` reads the benchmark's own files in its official
-layout, handles and counts every quirk (`Dataset.quirks`), and gives one `Clip` per sample with
-its source (a video, or AVSBench frames + wav), its split and its target arrays. It knows the
-benchmark's T, which overrides the extract setting.
+Each module `<benchmark>.py` is the one place for that benchmark: its files and splits, its
+classes, its task prompt, its T and its synthetic copy (`avu synth`), gathered in one
+`Adapter` (common.py); ADAPTERS below lists them, and the vocabulary (pipeline/vocab.py), the
+synthetic data (pipeline/synth.py) and the prompts are read from it. An adapter's
+`load(root, cfg) -> Dataset` reads the benchmark's own files in its official layout, handles
+and counts every quirk (`Dataset.quirks`), and gives one `Clip` per sample with its source (a
+video, or AVSBench frames + wav), its split and its target arrays. Its T overrides the
+extract setting.
 
 The store (`extract_dataset`) holds only the clips whose media are present; the others are
-counted (attrs["missing"]) and listed, clip id and expected file, in `<store>.missing.txt`. Besides the features it holds everything stage two
-reads, written by the driver after the features (an interrupted run writes them on resume; a
-fingerprint of the targets makes a rerun skip them when nothing changed):
+counted (attrs["missing"]) and listed, clip id and expected file, in `<store>.missing.txt`.
+Besides the features it holds everything stage two reads, written by the driver after the
+features (an interrupted run writes them on resume; a fingerprint of the targets makes a rerun
+skip them when nothing changed):
     attrs     dataset, task, T, splits {split: [clip indices]}, classes (the task's class
               names, in index order), quirks, missing, vocab (version, sha, tokens, phrases),
-              task_prompts, and what the adapter adds (MUSIC-AVQA: answers, question_types,
+              task_prompts {task: prompt}, prompt_names (the tasks in task_emb's row order),
+              and what the adapter adds (MUSIC-AVQA: answers, question_types,
               question_splits, question_text)
-    per clip  the adapter's targets (see each adapter's docstring); `tokens` = the targets
-              serialised by pipeline.vocab
+    per clip  the adapter's targets, named as in its docstring
     shared/   vocab_emb (V, D) float32: CLIP text embedding of every vocabulary phrase;
-              task_emb (7, D) float32: of every task prompt (vocab.TASKS order);
-              valid_ids (K,) int32: the task's class tokens in class order;
+              task_emb (7, D) float32: of every task's prompt, one batch, rows in prompt_names
+              order (ADAPTERS order);
+              valid_ids (K,) int32: the task's class tokens in class order (none for MS3);
               MUSIC-AVQA's question table question_* (one row per question, see music_avqa.py)
               and question_emb (Q, D) float16
+Stores written before vocabulary version 2 also hold per-clip `tokens` (and LLP `eval_tokens`,
+MUSIC-AVQA `shared/question_tokens`) and 73 more vocabulary rows; stage two reads none of them.
 """
 
 from __future__ import annotations
@@ -36,22 +44,23 @@ from typing import Callable
 import numpy as np
 
 from ..config import DatasetsConfig, ExtractConfig
-from ..vocab import TASK_PROMPTS, TASKS
 from . import ave, avs_ms3, avs_s4, avss, llp, music_avqa, vggss
-from .common import Clip, Dataset, DatasetError
+from .common import Adapter, Clip, Dataset, DatasetError
 
-DATASETS: dict[str, Callable[[Path, DatasetsConfig], Dataset]] = {
-    "ave": ave.load,
-    "llp": llp.load,
-    "vggss": vggss.load,
-    "avs-s4": avs_s4.load,
-    "avs-ms3": avs_ms3.load,
-    "avss": avss.load,
-    "music-avqa": music_avqa.load,
+ADAPTERS: dict[str, Adapter] = {
+    "ave": ave.ADAPTER,
+    "llp": llp.ADAPTER,
+    "vggss": vggss.ADAPTER,
+    "avs-s4": avs_s4.ADAPTER,
+    "avs-ms3": avs_ms3.ADAPTER,
+    "avss": avss.ADAPTER,
+    "music-avqa": music_avqa.ADAPTER,
 }
+DATASETS: dict[str, Callable[[Path, DatasetsConfig], Dataset]] = {name: a.load for name, a in ADAPTERS.items()}
+PROMPTS = {name: a.prompt for name, a in ADAPTERS.items()}   # the model's task instruction, embedded here
 
-__all__ = ["DATASETS", "Clip", "Dataset", "DatasetError", "load_dataset", "extract_dataset", "present",
-           "missing_list"]
+__all__ = ["ADAPTERS", "DATASETS", "PROMPTS", "Adapter", "Clip", "Dataset", "DatasetError", "load_dataset",
+           "extract_dataset", "present", "missing_list"]
 
 
 def load_dataset(name: str, root: Path, cfg: DatasetsConfig | None = None) -> Dataset:
@@ -119,6 +128,7 @@ def _stack(clips: list[Clip], name: str) -> np.ndarray:
 
 def fingerprint(ds: Dataset, clips: list[Clip], cfg: ExtractConfig) -> str:
     h = hashlib.sha256(f"{ds.vocab.sha} {cfg.clip_model} {cfg.random_weights} {ds.dense_key}".encode())
+    h.update(repr(PROMPTS).encode())                     # task_emb
     for name in sorted(clips[0].targets):
         h.update(name.encode() + _stack(clips, name).tobytes())
     for name, values in sorted((ds.questions or {}).items()):
@@ -139,12 +149,12 @@ def write_targets(store, ds: Dataset, clips: list[Clip], cfg: ExtractConfig) -> 
     _write_dense(store, ds, clips)
     encode = _text_encoder(cfg)
     store.put("vocab_emb", encode(list(ds.vocab.phrases)).astype(np.float32), per_clip=False)
-    store.put("task_emb", encode([TASK_PROMPTS[t] for t in TASKS]).astype(np.float32), per_clip=False)
+    store.put("task_emb", encode(list(PROMPTS.values())).astype(np.float32), per_clip=False)
     if ds.classes:
         store.put("valid_ids", ds.vocab.class_ids(ds.classes), per_clip=False)
     extra = _write_questions(store, ds, clips, encode) if ds.questions else {}
-    store.set_attrs(classes=list(ds.classes), task_prompts=dict(TASK_PROMPTS), quirks=dict(ds.quirks),
-                    **ds.attrs, **extra)
+    store.set_attrs(classes=list(ds.classes), task_prompts=dict(PROMPTS), prompt_names=list(PROMPTS),
+                    quirks=dict(ds.quirks), **ds.attrs, **extra)
     store.set_attrs(targets_fingerprint=fp)
 
 

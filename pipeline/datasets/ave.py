@@ -8,11 +8,11 @@ or, where they are absent, `DERIVED_ave_splits.csv` (split, order_pos, row_index
 Annotations.txt fails naming FILE:LINE (the .h5 files: FILE and the position in `order`).
 
 A sample is a ROW: the same video can carry several rows (events), so clip ids are
-`<row>_<VideoID>` and the source path repeats. Classes are the 28 of vocab.AVE_CLASSES (the
-official numbering, by first appearance in the real file); background = 28.
+`<row>_<VideoID>` and the source path repeats. Classes are the 28 of CATEGORIES (the official
+numbering, by first appearance in the real file) and background = 28.
 Targets per clip: labels (10,) int16 class per segment, [start, end) = the class, the rest
 background (a row with start = end is all background); video_label () int16 (the class, for
-weakly-supervised training); tokens (10,) int32.
+weakly-supervised training).
 Quirks counted: header_lines, rows_all_background, rows_sharing_a_video, videos_with_several_rows,
 rows_in_no_split.
 """
@@ -26,11 +26,19 @@ from pathlib import Path
 import numpy as np
 
 from ..config import DatasetsConfig
-from ..vocab import AVE_CLASSES, CLASSES, SERIALISERS
-from .common import SPLITS, Clip, Dataset, DatasetError, field, read_csv, read_text, split_field
+from .common import SPLITS, Adapter, Clip, Dataset, DatasetError, field, read_csv, read_text, split_field
 
 T = 10
-BACKGROUND = 28
+CATEGORIES = [  # numbered by first appearance in Annotations.txt; background = 28
+    "Church bell", "Male speech, man speaking", "Bark", "Fixed-wing aircraft, airplane",
+    "Race car, auto racing", "Female speech, woman speaking", "Helicopter", "Violin, fiddle",
+    "Flute", "Ukulele", "Frying (food)", "Truck", "Shofar", "Motorcycle", "Acoustic guitar",
+    "Train horn", "Clock", "Banjo", "Goat", "Baby cry, infant cry", "Bus", "Chainsaw", "Cat",
+    "Horse", "Toilet flush", "Rodents, rats, mice", "Accordion", "Mandolin",
+]
+BACKGROUND = len(CATEGORIES)
+CLASSES = CATEGORIES + ["background"]
+SYNTH_CLASSES = ["Church bell", "Bark", "Helicopter", "Violin, fiddle", "Cat", "Accordion"]
 
 
 def read_annotations(path: Path, quirks: Counter) -> list[tuple[str, str, int, int]]:
@@ -50,7 +58,7 @@ def read_annotations(path: Path, quirks: Counter) -> list[tuple[str, str, int, i
         for name, value in (("StartTime", parts[3]), ("EndTime", parts[4])):
             if not _is_int(value):
                 raise DatasetError(f"{path}:{n}: {name} {value!r} is not an integer (whole seconds)")
-        if parts[0] not in AVE_CLASSES:
+        if parts[0] not in CATEGORIES:
             raise DatasetError(f"{path}:{n}: category {parts[0]!r} is not one of the 28 official AVE categories")
         if not parts[1]:
             raise DatasetError(f"{path}:{n}: VideoID is empty")
@@ -128,14 +136,51 @@ def load(root: Path, cfg: DatasetsConfig) -> Dataset:
     quirks["videos_with_several_rows"] = sum(n > 1 for n in per_video.values())
     quirks["rows_all_background"] = sum(start >= end for _, _, start, end in rows)
     quirks["rows_in_no_split"] = len(rows) - len(split_of)
-    to_tokens = SERIALISERS["ave"][0]
     clips = []
     for i, (cat, vid, start, end) in enumerate(rows):
         if i not in split_of:
             continue
-        cls = AVE_CLASSES.index(cat)
-        labels = segment_labels(cls, start, end)
+        cls = CATEGORIES.index(cat)
         clips.append(Clip(f"{i}_{vid}", str(root / cfg.ave_videos.format(id=vid)), (split_of[i],),
-                          {"labels": labels, "video_label": np.int16(cls),
-                           "tokens": to_tokens({"labels": labels})}))
-    return Dataset("ave", T, clips, CLASSES["ave"], quirks)
+                          {"labels": segment_labels(cls, start, end), "video_label": np.int16(cls)}))
+    return Dataset(ADAPTER.name, T, clips, CLASSES, quirks)
+
+
+def synth(out: Path, rng: np.random.Generator, clips: int) -> None:
+    """The synthetic copy: one event per row (seen and heard in [start, end)); background
+    seconds hold silent or unseen copies of the class. One video carries two rows; one row has
+    start = end."""
+    import h5py
+
+    from ..synth import Obj, background, random_run, render, run, slots, split_sizes, write_mp4, youtube_id
+
+    rows, order, n = [], {s: [] for s in split_sizes(clips)}, 0
+    for split, count in split_sizes(clips).items():
+        for k in range(count):
+            vid, cls = youtube_id(rng), SYNTH_CLASSES[int(rng.integers(len(SYNTH_CLASSES)))]
+            event = run(10, 0, 0) if n == 1 else random_run(rng, 10)
+            rest = ~event & (rng.random(10) < 0.5)
+            seen = event | (rest & (rng.random(10) < 0.5))
+            (x, y), = slots(rng, 1)
+            obj = Obj(cls, x, y, 0.13, seen, event | (rest & ~seen))
+            frames, _, audio = render([obj], 10, background(rng), rng)
+            write_mp4(out / "AVE" / f"{vid}.mp4", frames, audio)
+            on = np.flatnonzero(event)
+            start, end = (int(on[0]), int(on[-1]) + 1) if on.size else (4, 4)
+            rows.append(f"{cls}&{vid}&good&{start}&{end}")
+            order[split].append(len(rows) - 1)
+            if n == 0:                                   # the same video, a second row: its event again
+                rows.append(f"{cls}&{vid}&good&{start}&{end}")
+                order[split].append(len(rows) - 1)
+            n += 1
+    (out / "Annotations.txt").write_text("Category&VideoID&Quality&StartTime&EndTime\n" + "\n".join(rows) + "\n")
+    for split, rows_of in order.items():
+        with h5py.File(out / f"{split}_order.h5", "w") as f:
+            f.create_dataset("order", data=np.array(rng.permutation(rows_of), np.int64))
+
+
+ADAPTER = Adapter(
+    name="ave", T=T, classes=CLASSES, load=load,
+    prompt="Which event is both heard and seen in each second of the video?",
+    synth=synth, synth_classes=SYNTH_CLASSES, demo_clips=48,
+)

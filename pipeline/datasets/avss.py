@@ -2,7 +2,7 @@
 
 Layout under --root (setting `avss_folder`): `metadata.csv` (headed, comma-separated; columns
 uid, label in {v1s, v1m, v2}, split), `label2idx.json` (1-based, "background": 1; checked
-against vocab.AVSS_CLASSES when present, ours is a third-party copy), and per clip
+against CLASSES when present, ours is a third-party copy), and per clip
 `{label}/{uid}/frames/{i}.jpg`, `audio.wav`, `labels_rgb/{i}.png` (i from 0; v1 clips have 5
 frames, v2 have 10).
 
@@ -14,7 +14,7 @@ Targets per clip: masks (10, S, S) uint8 class ids (frames without a PNG: 0 = ba
 the official padding), mask_valid (10,) uint8 = the PNG exists and the official ground-truth
 flag is set (v1s: frame 0 only, v1m: 0-4, v2: 0-9) - the frames to train on; the official
 evaluation scores all 10 frames, padded ones included. subset () int8 (0 v1s, 1 v1m, 2 v2);
-classes_present (71,) uint8 (classes in the valid masks, background excluded); tokens (71,).
+classes_present (71,) uint8 (classes in the valid masks, background excluded).
 Quirks counted: unmatched_pixels, masks_missing (a ground-truth frame without its PNG), v1s_masks_not_trained
 (PNGs past frame 0 of v1s clips), label2idx_missing (the built-in list was used).
 """
@@ -28,16 +28,27 @@ from pathlib import Path
 import numpy as np
 
 from ..config import DatasetsConfig
-from ..vocab import AVSS_CLASSES, SERIALISERS
-from .common import (Clip, Dataset, DatasetError, field, json_type, read_csv, read_image, read_json,
+from .avs_s4 import scene, sounding_pixels
+from .common import (Adapter, Clip, Dataset, DatasetError, field, json_type, read_csv, read_image, read_json,
                      resize_nearest, split_field)
 
 T = 10
+CLASSES = [  # palette index order (label2idx.json minus 1); 0 = background
+    "background", "accordion", "airplane", "axe", "baby", "bassoon", "bell", "bird", "boat", "boy",
+    "bus", "car", "cat", "cello", "clarinet", "clipper", "clock", "dog", "donkey", "drum", "duck",
+    "elephant", "emergency-car", "erhu", "flute", "frying-food", "girl", "goose", "guitar", "gun",
+    "guzheng", "hair-dryer", "handpan", "harmonica", "harp", "helicopter", "hen", "horse",
+    "keyboard", "leopard", "lion", "man", "marimba", "missile-rocket", "motorcycle", "mower",
+    "parrot", "piano", "pig", "pipa", "saw", "saxophone", "sheep", "sitar", "sorna", "squirrel",
+    "tabla", "tank", "tiger", "tractor", "train", "trombone", "truck", "trumpet", "tuba",
+    "ukulele", "utv", "vacuum-cleaner", "violin", "wolf", "woman",
+]
+SYNTH_CLASSES = ["accordion", "cello", "dog", "piano", "violin", "car", "cat", "helicopter"]
 SUBSETS = ("v1s", "v1m", "v2")
 GT_FRAMES = {"v1s": 1, "v1m": 5, "v2": 10}          # frames with a training ground truth
 
 
-def palette(n: int = len(AVSS_CLASSES)) -> np.ndarray:
+def palette(n: int = len(CLASSES)) -> np.ndarray:
     """(n, 3) uint8: AVSBench's colour of class j (PASCAL VOC bit interleaving)."""
     out = np.zeros((n, 3), np.int64)
     for j in range(n):
@@ -69,11 +80,10 @@ def class_masks(paths: list[Path], valid: np.ndarray, size: int, quirks: Counter
             classes, unmatched = colour_to_classes(read_image(p, lambda im: im.convert("RGB")))
             masks[k] = resize_nearest(classes, size)
             quirks["unmatched_pixels"] += unmatched
-    present = np.zeros(len(AVSS_CLASSES), np.uint8)
+    present = np.zeros(len(CLASSES), np.uint8)
     present[np.unique(masks[valid.astype(bool)])] = 1
     present[0] = 0
-    return {"masks": masks, "classes_present": present,
-            "tokens": SERIALISERS["avss"][0]({"classes_present": present})}
+    return {"masks": masks, "classes_present": present}
 
 
 def check_label2idx(path: Path, quirks: Counter) -> None:
@@ -87,8 +97,8 @@ def check_label2idx(path: Path, quirks: Counter) -> None:
         if isinstance(i, bool) or not isinstance(i, int):
             raise DatasetError(f"{path}: class {name!r} has index {json.dumps(i)}, {json_type(i)}; expected an integer")
     names = sorted(table.items(), key=lambda kv: kv[1])
-    if [n for n, _ in names] != AVSS_CLASSES or [i for _, i in names] != list(range(1, len(AVSS_CLASSES) + 1)):
-        raise DatasetError(f"{path}: the class list differs from vocab.AVSS_CLASSES; update the vocabulary")
+    if [n for n, _ in names] != CLASSES or [i for _, i in names] != list(range(1, len(CLASSES) + 1)):
+        raise DatasetError(f"{path}: the class list differs from CLASSES in pipeline/datasets/avss.py; update it")
 
 
 def frames_of(clip_dir: Path) -> list[str]:
@@ -120,7 +130,38 @@ def load(root: Path, cfg: DatasetsConfig) -> Dataset:
         source = {"frames": frames_of(clip_dir), "audio": str(clip_dir / "audio.wav")}
         clips.append(Clip(uid, source, (split,), {"mask_valid": valid, "subset": np.int8(SUBSETS.index(subset))},
                           lambda q, m=masks, v=valid: class_masks(m, v, size, q)))
-    shapes = {"masks": ((T, size, size), "uint8"), "classes_present": ((len(AVSS_CLASSES),), "uint8"),
-              "tokens": ((len(AVSS_CLASSES),), "int32")}
-    return Dataset("avss", T, clips, AVSS_CLASSES, quirks, attrs={"subsets": list(SUBSETS)},
+    shapes = {"masks": ((T, size, size), "uint8"), "classes_present": ((len(CLASSES),), "uint8")}
+    return Dataset(ADAPTER.name, T, clips, CLASSES, quirks, attrs={"subsets": list(SUBSETS)},
                    dense_shapes=shapes, dense_key=f"mask_size={size}")
+
+
+def synth(out: Path, rng: np.random.Generator, clips: int) -> None:
+    """The synthetic copy: v1s, v1m and v2 clips in turn (v1s: one sounding object, masks of
+    train clips for frame 0 only), colour masks in the palette."""
+    from ..synth import background, render, split_sizes, write_csv, write_image, write_wav, youtube_id
+
+    rows = []
+    for split, count in split_sizes(clips).items():
+        for k in range(count):
+            subset = SUBSETS[len(rows) % 3]
+            n_frames = 10 if subset == "v2" else 5
+            objs = scene(rng, SYNTH_CLASSES, n_frames, 1 if subset == "v1s" else 2, 1, changing=subset != "v1s")
+            uid = f"{subset}_{youtube_id(rng)}"
+            frames, masks, audio = render(objs, n_frames, background(rng), rng)
+            gt = sounding_pixels(objs, masks, [CLASSES.index(o.name) for o in objs])
+            clip = out / subset / uid
+            for t in range(n_frames):
+                write_image(clip / "frames" / f"{t}.jpg", frames[t])
+                if not (subset == "v1s" and split == "train" and t > 0):
+                    write_image(clip / "labels_rgb" / f"{t}.png", PALETTE[gt[t]])
+            write_wav(clip / "audio.wav", audio)
+            rows.append([uid, subset, split, "_".join(o.name for o in objs if o.audible.any())])
+    write_csv(out / "metadata.csv", ["uid", "label", "split", "a_obj"], rows)
+    (out / "label2idx.json").write_text(json.dumps({n: i + 1 for i, n in enumerate(CLASSES)}, indent=4))
+
+
+ADAPTER = Adapter(
+    name="avss", T=T, classes=CLASSES, load=load,
+    prompt="Segment and name every object that makes a sound.",
+    synth=synth, synth_classes=SYNTH_CLASSES, demo_clips=40,
+)

@@ -1,5 +1,8 @@
-"""The common interface of the adapters (a Clip per sample, a Dataset per benchmark) and the
-few helpers several of them share. Kept apart from __init__ so that adapters can import it.
+"""The common interface of the adapters (an Adapter per benchmark, a Dataset per parse, a Clip
+per sample) and the few helpers several of them share. Kept apart from __init__ so that
+adapters can import it. The vocabulary (pipeline/vocab.py) and the synthetic data
+(pipeline/synth.py) are built from the adapters, so an adapter module imports neither at its
+top: `Dataset.vocab` and each adapter's `synth` import them when called.
 
 Every value an adapter takes from a file goes through a helper here, so that a malformed file
 fails with `FILE:LINE: what is wrong` (a DatasetError; the CLI prints it and exits 2):
@@ -20,11 +23,14 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from ..vocab import VOCAB, Vocab
+from ..config import DatasetsConfig
+
+if TYPE_CHECKING:
+    from ..vocab import Vocab
 
 SPLITS = ("train", "val", "test")
 
@@ -57,7 +63,14 @@ class Dataset:
     dense_shapes: dict[str, tuple[tuple, str]] = dataclasses.field(default_factory=dict)  # name -> (shape, dtype)
     dense_key: str = ""                # settings the dense arrays depend on (mask size)
     questions: dict[str, list] | None = None            # MUSIC-AVQA's question table
-    vocab: Vocab = VOCAB
+
+    @property
+    def vocab(self) -> Vocab:
+        """The store's vocabulary: the shared one plus the names of `classes` it lacks
+        (MUSIC-AVQA answers found only in the user's files), appended."""
+        from ..vocab import VOCAB        # built from the adapters, which import this module
+
+        return VOCAB.extended(self.classes)
 
     def split_names(self) -> list[str]:
         names = {s for c in self.clips for s in c.splits}
@@ -65,6 +78,24 @@ class Dataset:
 
     def split(self, name: str) -> list[Clip]:
         return [c for c in self.clips if name in c.splits]
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """Everything stage one knows of one benchmark; pipeline/datasets/__init__.py lists them
+    (ADAPTERS) and the vocabulary, the task prompts and the synthetic data are read from there."""
+
+    name: str                          # the task name: --dataset, the store's attrs["task"]
+    T: int                             # seconds per clip (overrides the extract setting)
+    classes: list[str]                 # classes (answers) in index order: vocabulary tokens, valid_ids
+    prompt: str                        # the task instruction; stage one stores its CLIP text embedding
+    load: Callable[[Path, DatasetsConfig], Dataset]   # the benchmark's files under --root -> Dataset
+    synth: Callable[[Path, np.random.Generator, int], None]   # (folder, rng, training clips): a
+                                       # synthetic copy in the official layout (pipeline/synth.py)
+    synth_classes: list[str]           # the classes the synthetic copy uses (official spellings)
+    demo_clips: int                    # training clips `avu demo` synthesises (its `clips`)
+    synth_silent: tuple[str, ...] = ()   # things the synthetic copy draws that are never heard
+    synth_tiles: bool = False          # its objects are flat-coloured tiles, not shapes
 
 
 def need_file(path: Path, what: str) -> Path:
