@@ -289,15 +289,11 @@ def write_csv(path: Path, header: list[str], rows: list, delimiter: str = ",") -
 
 
 # ----------------------------------------------------------------------------- driver
-
-GENERATORS = {name: a.synth for name, a in ADAPTERS.items()}   # the order seeds them: dataset k gets [seed, k]
-
-
 def generate(out: Path, seed: int = 0, clips: int = 16, only: list[str] | None = None) -> dict[str, Path]:
     """Write the mini-benchmark under `out`; returns {dataset: its --root}. Deterministic in
     `seed`; a dataset folder that exists is left as it is (delete it to regenerate)."""
     roots = {}
-    for k, (name, make) in enumerate(GENERATORS.items()):
+    for k, (name, adapter) in enumerate(ADAPTERS.items()):   # the order seeds them: dataset k gets [seed, k]
         if only and name not in only:
             continue
         root = Path(out) / name
@@ -309,7 +305,7 @@ def generate(out: Path, seed: int = 0, clips: int = 16, only: list[str] | None =
                 shutil.rmtree(tmp)
             tmp.mkdir(parents=True)
             with _Encoders():
-                make(tmp, np.random.default_rng([seed, k]), clips)
+                adapter.synth(tmp, np.random.default_rng([seed, k]), clips)
             tmp.rename(root)                                    # a dataset is there whole or not at all
         roots[name] = root
     return roots

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from cli import app
 from pipeline import synth
 from pipeline.config import DatasetsConfig
-from pipeline.datasets import ADAPTERS, DATASETS, PROMPTS, extract_dataset, load_dataset, missing_list
+from pipeline.datasets import ADAPTERS, prompts, extract_dataset, load_dataset, missing_list
 from pipeline.datasets.avss import CLASSES as AVSS_CLASSES
 from pipeline.datasets.music_avqa import QUESTION_TYPES
 from pipeline.datasets.vggss import SILENT, synth_scene
@@ -80,7 +80,7 @@ def test_videos_encoded_in_the_background_equal_serial_ones_and_failures_surface
     assert not (tmp_path / "c" / "vggss").exists()         # never renamed: no half-written dataset
 
 
-@pytest.mark.parametrize("name", list(DATASETS))
+@pytest.mark.parametrize("name", list(ADAPTERS))
 def test_every_dataset_extracts_to_a_complete_store(stores, name):
     fs, ds, _ = stores[name]
     attrs = fs.attrs
@@ -99,7 +99,7 @@ def test_every_dataset_extracts_to_a_complete_store(stores, name):
     assert np.allclose(np.linalg.norm(vocab_emb, axis=1), 1, atol=1e-3)
     if ds.classes:
         assert fs.shared("valid_ids").tolist() == ds.vocab.class_ids(ds.classes).tolist()
-    assert attrs["prompt_names"] == list(ADAPTERS) and attrs["task_prompts"] == PROMPTS
+    assert attrs["prompt_names"] == list(ADAPTERS) and attrs["task_prompts"] == prompts()
     assert not missing_list(fs.path).exists()
 
 
@@ -223,7 +223,7 @@ def test_cli_synth_and_extract_dataset(stores, tmp_path):
     runner = CliRunner()
     result = runner.invoke(app, ["synth", "--out", str(tmp_path / "syn"), "--clips", "1"])
     assert result.exit_code == 0, result.output
-    assert all((tmp_path / "syn" / name).is_dir() for name in DATASETS) and "--dataset music-avqa" in result.output
+    assert all((tmp_path / "syn" / name).is_dir() for name in ADAPTERS) and "--dataset music-avqa" in result.output
     args = ["extract", "--dataset", "avs-ms3", "--root", str(tmp_path / "syn" / "avs-ms3"), "--out",
             str(tmp_path / "ms3.zarr"), "--random-weights", "workers=0", "clip_model=avu-tiny-clip",
             "patch_grid=4", f"avs_mask_size={MASK}"]

@@ -1,10 +1,10 @@
 """Training data from the feature stores only: per-task samples, batch reads, the task sampler.
 
-    stores = open_tasks(["ave", "llp"], "features/{task}.zarr")
-    sampler = TaskSampler({t: s.n("train") for t, s in stores.items()}, 64, {"ave": 1, "llp": 1}, seed=0)
-    data = BatchDataset(stores, {"ave": True, "llp": False})        # head -> reads patches
+    stores = open_tasks(resolve_tasks("all"), "features/{task}.zarr")
+    sampler = TaskSampler({t: s.n("train") for t, s in stores.items()}, 64, dict.fromkeys(stores, 1), seed=0)
+    data = BatchDataset(stores, {h: m.Head.uses_patches for h, m in HEADS.items()})   # head -> reads patches
     loader = make_loader(data, sampler, workers=2, prefetch=4, pin=True)
-    for batch in loader:   # {"task": "ave", "state": sampler state after it, "audio": (64, T, 128), ...}
+    for batch in loader:   # {"task": name, "state": sampler state after it, "audio": (64, T, 128), ...}
         batch = to_device(batch, device, feature_stats(stores))
 
 Decisions (the paper is silent):

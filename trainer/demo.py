@@ -9,7 +9,8 @@ a finished run, and a killed training run resumes), so running it again is cheap
 
 Decisions:
 - Random-weight encoders: a fresh machine has no pretrained weights. Every output says so.
-- Sizes fit 15 minutes on 2 CPU cores: SIZES clips per dataset (train; val and test half),
+- Sizes fit 15 minutes on 2 CPU cores: each adapter's `demo_clips` (pipeline/datasets/; train,
+  val and test half),
   a small model (DEMO_TRAIN), AVSBench masks at 32 x 32 (`avs_mask_size`; the official 224
   only costs time here, the synthetic frames are 112 x 112) and the patch grid 4 x 4.
 - DEMO_TRAIN departs from the paper's settings where a 4000-step run on tiny data needs it:
@@ -18,13 +19,13 @@ Decisions:
   tasks and MUSIC-AVQA drawn more often than the others (their dense or question-conditioned
   targets need the most steps: measured, S4 mIoU leaves 0 after ~450 of its own steps, AVE is
   at 90 % after ~60, MUSIC-AVQA's yes/no questions about a named instrument stay at chance for
-  ~1000 of its own steps, so it is drawn 10x: half the steps). MUSIC-AVQA batches take 4
+  ~1000 of its own steps, so it is drawn 10x: half the steps): each Benchmark's `demo_weight`. MUSIC-AVQA batches take 4
   questions of each video (`questions_per_video`), so the model encodes each video once per
   run: 5 videos a batch instead of 14.5, 66 instead of 128 ms a step (BENCHMARKS.md). Features
   and question embeddings are standardised (trainer/data.py), which random-weight VGGish and
   the random text tower need (VGGish outputs ~0.005; questions from one template at cosine
   ~0.98).
-- SIZES: VGG-SS gets 192 training clips (its contrastive loss memorises 96 within 1000 steps
+- demo_clips: VGG-SS gets 192 training clips (its contrastive loss memorises 96 within 1000 steps
   instead of localising) and MUSIC-AVQA 64 training videos of 60 s with ~20 questions each
   (24 videos: the model learns the training questions and stays at chance on the test ones).
 - `scale` multiplies the clip counts and `steps` sets the training length; tests run a tiny
@@ -40,7 +41,6 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-SIZES = {"ave": 48, "llp": 48, "vggss": 192, "avs-s4": 40, "avs-ms3": 40, "avss": 40, "music-avqa": 256}
 EXTRACT = dict(clip_model="avu-tiny-clip", random_weights=True, workers=0, patch_grid=4, clip_batch=80,
                clips_per_task=8, decode_threads=1)
 DATASETS = dict(avs_mask_size=32)
@@ -50,12 +50,13 @@ DEMO_TRAIN = dict(d_model=64, n_heads=2, d_ff=128, dropout=0.0, mask_channels=16
 
 
 def synthesise(out: Path, seed: int, scale: float, console: Console) -> dict[str, Path]:
+    from pipeline.datasets import ADAPTERS
     from pipeline.synth import generate
 
     roots = {}
-    for name, n in SIZES.items():
+    for name, adapter in ADAPTERS.items():
         with console.status(f"synthesising {name}"):
-            roots |= generate(out, seed, max(2, round(n * scale)), only=[name])
+            roots |= generate(out, seed, max(2, round(adapter.demo_clips * scale)), only=[name])
     return roots
 
 

@@ -56,20 +56,24 @@ ADAPTERS: dict[str, Adapter] = {
     "avss": avss.ADAPTER,
     "music-avqa": music_avqa.ADAPTER,
 }
-DATASETS: dict[str, Callable[[Path, DatasetsConfig], Dataset]] = {name: a.load for name, a in ADAPTERS.items()}
-PROMPTS = {name: a.prompt for name, a in ADAPTERS.items()}   # the model's task instruction, embedded here
 
-__all__ = ["ADAPTERS", "DATASETS", "PROMPTS", "Adapter", "Clip", "Dataset", "DatasetError", "load_dataset",
+
+def prompts() -> dict[str, str]:
+    """Every benchmark's task instruction (embedded into each store's shared/task_emb), by name."""
+    return {name: a.prompt for name, a in ADAPTERS.items()}
+
+
+__all__ = ["ADAPTERS", "prompts", "Adapter", "Clip", "Dataset", "DatasetError", "load_dataset",
            "extract_dataset", "present", "missing_list"]
 
 
 def load_dataset(name: str, root: Path, cfg: DatasetsConfig | None = None) -> Dataset:
-    if name not in DATASETS:
-        raise DatasetError(f"unknown dataset {name!r}; datasets: {', '.join(DATASETS)}")
+    if name not in ADAPTERS:
+        raise DatasetError(f"unknown dataset {name!r}; datasets: {', '.join(ADAPTERS)}")
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder (--root is the dataset's folder)")
-    return DATASETS[name](root, cfg or DatasetsConfig())
+    return ADAPTERS[name].load(root, cfg or DatasetsConfig())
 
 
 def source_exists(source) -> bool:
@@ -128,7 +132,7 @@ def _stack(clips: list[Clip], name: str) -> np.ndarray:
 
 def fingerprint(ds: Dataset, clips: list[Clip], cfg: ExtractConfig) -> str:
     h = hashlib.sha256(f"{ds.vocab.sha} {cfg.clip_model} {cfg.random_weights} {ds.dense_key}".encode())
-    h.update(repr(PROMPTS).encode())                     # task_emb
+    h.update(repr(prompts()).encode())                   # task_emb
     for name in sorted(clips[0].targets):
         h.update(name.encode() + _stack(clips, name).tobytes())
     for name, values in sorted((ds.questions or {}).items()):
@@ -149,11 +153,12 @@ def write_targets(store, ds: Dataset, clips: list[Clip], cfg: ExtractConfig) -> 
     _write_dense(store, ds, clips)
     encode = _text_encoder(cfg)
     store.put("vocab_emb", encode(list(ds.vocab.phrases)).astype(np.float32), per_clip=False)
-    store.put("task_emb", encode(list(PROMPTS.values())).astype(np.float32), per_clip=False)
+    task_prompts = prompts()
+    store.put("task_emb", encode(list(task_prompts.values())).astype(np.float32), per_clip=False)
     if ds.classes:
         store.put("valid_ids", ds.vocab.class_ids(ds.classes), per_clip=False)
     extra = _write_questions(store, ds, clips, encode) if ds.questions else {}
-    store.set_attrs(classes=list(ds.classes), task_prompts=dict(PROMPTS), prompt_names=list(PROMPTS),
+    store.set_attrs(classes=list(ds.classes), task_prompts=task_prompts, prompt_names=list(task_prompts),
                     quirks=dict(ds.quirks), **ds.attrs, **extra)
     store.set_attrs(targets_fingerprint=fp)
 

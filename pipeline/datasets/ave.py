@@ -12,7 +12,8 @@ A sample is a ROW: the same video can carry several rows (events), so clip ids a
 numbering, by first appearance in the real file) and background = 28.
 Targets per clip: labels (10,) int16 class per segment, [start, end) = the class, the rest
 background (a row with start = end is all background); video_label () int16 (the class, for
-weakly-supervised training).
+weakly-supervised training; 28 for an all-background row: a background-only clip, the negative
+bag weak training learns background from).
 Quirks counted: header_lines, rows_all_background, rows_sharing_a_video, videos_with_several_rows,
 rows_in_no_split.
 """
@@ -142,7 +143,8 @@ def load(root: Path, cfg: DatasetsConfig) -> Dataset:
             continue
         cls = CATEGORIES.index(cat)
         clips.append(Clip(f"{i}_{vid}", str(root / cfg.ave_videos.format(id=vid)), (split_of[i],),
-                          {"labels": segment_labels(cls, start, end), "video_label": np.int16(cls)}))
+                          {"labels": segment_labels(cls, start, end),
+                           "video_label": np.int16(cls if start < end else BACKGROUND)}))
     return Dataset(ADAPTER.name, T, clips, CLASSES, quirks)
 
 
