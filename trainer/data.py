@@ -89,7 +89,7 @@ class TaskStore:
     classes: list[str]
     random_weights: bool
     samples: dict[str, np.ndarray] = field(default_factory=dict)   # split -> sample indices
-    questions: dict[str, np.ndarray] = field(default_factory=dict)  # MUSIC-AVQA: clip, answer, type, emb
+    questions: dict[str, np.ndarray] = field(default_factory=dict)  # questions: clip, answer, emb
 
     @property
     def spec(self) -> Benchmark:
@@ -137,9 +137,7 @@ def open_task(task: str, path: Path | str) -> TaskStore:
         clip = fs.shared("question_clip").astype(np.int64)
         split_names = list(attrs["question_splits"])
         split_of = fs.shared("question_split")
-        ts.questions = {"clip": clip, "answer": fs.shared("question_answer").astype(np.int64),
-                        "type": fs.shared("question_type").astype(np.int64),
-                        "types": np.array(attrs["question_types"], dtype=object)}
+        ts.questions = {"clip": clip, "answer": fs.shared("question_answer").astype(np.int64)}
         ok = np.isin(clip, done)
         ts.samples = {s: np.flatnonzero((split_of == k) & ok) for k, s in enumerate(split_names)}
     else:
@@ -195,7 +193,7 @@ class TaskData:
                 batch[name] = batch[name].astype(np.int64)
         if self.ts.questions:
             q = self.ts.questions
-            batch["answer"], batch["qtype"] = q["answer"][samples], q["type"][samples]
+            batch["answer"] = q["answer"][samples]
             batch["prompt"] = self.question_emb[samples]
         else:
             batch["prompt"] = np.repeat(self._prompt[None].astype(np.float16), len(samples), axis=0)

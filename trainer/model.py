@@ -9,7 +9,7 @@
     feats -> task head (trainer/tasks/) -> TokenHead (decoder + cosine scoring of vocabulary
              embeddings, constrained to the task's valid tokens) or a dense decoder
 
-Choices where the paper and docs/model.md are silent (each covered by tests/test_model.py):
+Choices where the paper is silent (each covered by tests/test_model.py or tests/test_padding.py):
 - Audio and visual share every TPM layer, as in HAN; both run as one (2B, T, D) batch.
 - TPM scale S restricts attention to |i - j| <= S // 2; S = 0 means the whole sequence. The
   default scales are 2, 4, 8, ... below T, then 0. Eq. 4 concatenates the layer input and
