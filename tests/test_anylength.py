@@ -153,7 +153,7 @@ def test_a_damaged_chunk_of_a_long_clip_is_found_named_and_repaired(videos, stor
     fs = FeatureStore(out)
     assert fs.verify() == [] and np.array_equal(fs.read("patches", long), before)
     # resume: a clip left pending (as by a killed run) is extracted again, the same
-    fs.mark_pending([long])
+    FeatureStore(out, mode="r+").mark_pending([long])
     assert run_extract(paths, clip_ids_for(paths, videos), out, tiny_config(T=0)).done == 1
     assert np.array_equal(FeatureStore(out).read("patches", long), before)
 
