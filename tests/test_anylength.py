@@ -174,3 +174,18 @@ def test_a_fixed_T_store_is_as_before(timecode_dir, tmp_path):
     assert old.cut is None and old.check() == [] and old.verify() == []
     info = runner.invoke(app, ["info", str(tmp_path / "t.zarr")])
     assert info.exit_code == 0 and "cut at T 10: not recorded" in info.output
+
+
+def test_dask_workers_give_the_in_process_store(videos, store, tmp_path):
+    """Workers write their clips' time chunks and send the (K, 2) records back to the driver."""
+    paths = list_videos(videos)
+    run_extract(paths, clip_ids_for(paths, videos), tmp_path / "dask.zarr",
+                tiny_config(T=0, workers=2, clips_per_task=1))
+    a, b = FeatureStore(store), FeatureStore(tmp_path / "dask.zarr")
+    assert b.verify() == []
+    for name in FEATURES:
+        assert b.records(name).shape == (3, 60, 2)
+        assert np.array_equal(a.records(name)[..., 0] > 0, b.records(name)[..., 0] > 0)   # the same chunks
+    for name in FEATURES + ("length",):
+        assert np.allclose(a.read(name, slice(None)).astype(np.float32),
+                           b.read(name, slice(None)).astype(np.float32), atol=2e-3), name
