@@ -211,9 +211,12 @@ def frames_ffmpeg(path: Path, T: int, info: dict) -> tuple[np.ndarray, int]:
         raise DecodeError(f"{path}: container reports no frame rate")
     # select exactly decord's indices (fps=1 or -r 1 pick other frames); ffmpeg-python escapes ','
     pick = "+".join(f"eq(n,{i})" for i in frame_indices(T, fps))
-    if T > LONG_SELECT:   # ffmpeg cannot parse hundreds of terms: frame n is second floor(n / fps)'s pick
-        last = frame_indices(T, fps)[-1]
-        pick = f"eq(n,trunc((trunc(n/{fps!r})+0.5)*{fps!r}))*lte(n,{last})"
+    if T > LONG_SELECT:
+        # ffmpeg cannot parse hundreds of terms. int((t + 0.5) * fps) = n needs n / fps - 0.5 <= t <
+        # (n + 1) / fps - 0.5: at fps >= 1 only t = ceil(n / fps - 0.5); its neighbours too, for rounding
+        f, t = repr(fps), f"ceil(n/{fps!r}-0.5)"
+        terms = "+".join(f"eq(n,trunc(({t}{d}+0.5)*{f}))" for d in ("-1", "", "+1"))
+        pick = f"({terms})*lte(n,{frame_indices(T, fps)[-1]})"
     frames = _ffmpeg_frames(path, w, h, select=pick)
     if len(frames) == 0 and T > 0:
         # fewer frames than the first index: shorter than one second; its last frame, as decord
