@@ -174,6 +174,7 @@ def _print_summary(summary, out: Path) -> None:
     table.add_row("ffmpeg fallbacks", str(summary.ffmpeg_fallbacks))
     table.add_row("audio shorter than picture", _count(summary.short_audio, "padded with silence"))
     table.add_row("picture shorter than audio", _count(summary.short_picture, "last frame repeated"))
+    table.add_row("cut (longer than T or max_seconds)", _count(summary.cut, "the rest not kept"))
     rate = summary.done / summary.seconds if summary.seconds else 0.0
     table.add_row("time", f"{summary.seconds:.1f} s ({rate:.2f} clips/s)")
     table.add_row("encoders", "[bold yellow]RANDOM WEIGHTS[/]" if summary.random_weights else "pretrained")
@@ -191,6 +192,8 @@ def _print_summary(summary, out: Path) -> None:
                 console.print(f"  [yellow]![/] {clip_id}: {reason}")
     for clip_id, note in list({**summary.short_audio, **summary.short_picture}.items())[:10]:
         console.print(f"  [yellow]~[/] {clip_id}: {note}")
+    for clip_id, note in list(summary.cut.items())[:10]:
+        console.print(f"  [yellow]cut[/] {clip_id}: {escape(note)}")
 
 
 def _count(clips: dict, what: str) -> str:
@@ -227,12 +230,19 @@ def info(
         table.add_row(name, str(arr.shape), str(arr.dtype))
     console.print(table)
     enc = attrs.get("features", {}).get("encoders", {})
+    seconds = f"T {attrs.get('T')}" if attrs.get("T") != 0 else \
+        f"T 0 (each clip its own length, up to max_seconds {attrs.get('max_seconds')})"
     console.print(f"clips {len(fs)}: done {(status == DONE).sum()}, failed {(status == FAILED).sum()}, "
-                  f"pending {(status == 0).sum()}; T {attrs.get('T')}, fps {attrs.get('fps')}, "
+                  f"pending {(status == 0).sum()}; {seconds}, fps {attrs.get('fps')}, "
                   f"{attrs.get('sample_rate')} Hz, patch grid {attrs.get('patch_grid')}, "
                   f"encoders in {attrs.get('features', {}).get('precision', 'fp32')}")
     console.print(f"encoders: {enc}; avu {attrs.get('avu_version')}")
     _print_uneven(fs, status == DONE)
+    cut = fs.cut
+    limit = f"T {attrs.get('T')}" if attrs.get("T") else f"max_seconds {attrs.get('max_seconds')}"
+    example = ", ".join(f"{c} (picture {n} s)" for c, n in list((cut or {}).items())[:3])
+    console.print(f"cut at {limit}: " + ("not recorded (a store made before avu recorded it)" if cut is None else
+                                         f"{len(cut)} clips" + (f", e.g. {example}" if cut else "")))
     for clip_id, reason in list(fs.failures.items())[:20]:
         console.print(f"  [red]✗[/] {clip_id}: {reason}")
     t0 = time.perf_counter()

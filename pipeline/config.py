@@ -27,7 +27,8 @@ class ConfigError(ValueError):
 class ExtractConfig:
     """Stage one: decoding, encoders, store and parallelism."""
 
-    T: int = 10                      # segments (seconds) per clip; shorter clips are padded
+    T: int = 10                      # segments (seconds) per clip; shorter clips are padded; 0: any length
+    max_seconds: int = 600           # T = 0: seconds kept at most (longer videos are cut there, and reported)
     sample_rate: int = 16000         # audio rate fed to VGGish
     decoder: str = "auto"            # auto (decord, then ffmpeg) | decord | ffmpeg
     clip_model: str = "ViT-L-14-quickgelu"   # any open_clip model name

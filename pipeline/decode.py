@@ -21,6 +21,12 @@ and audio missing from them is silence (3 s of audio in a 10 s video: length 10,
 (this is what `length` always was there). `length` was min(picture seconds, audio seconds
 rounded up); it differs only where the audio ends before the picture's last second begins.
 Everything is padded to T seconds: the last real frame repeated, silence appended.
+
+Any length (pad=False; `avu extract T=0`): T is only a cap (max_seconds). The clip keeps its
+`length` seconds, nothing is padded, and audio is kept for those seconds only: audio past the
+last frame has no frame to go with and is not stored (audio_length <= length there). Either
+way `source_seconds` is the picture's seconds in the whole file, uncapped, so a clip cut at T
+is known (the extract summary and the store say so).
 """
 
 from __future__ import annotations
@@ -42,6 +48,9 @@ except ImportError:  # pragma: no cover - depends on the install
     av = None
 
 
+LONG_SELECT = 100    # seconds past which ffmpeg selects frames by a formula, not a list (frames_ffmpeg)
+
+
 class DecodeError(RuntimeError):
     """A file could not be decoded into the frames and audio T seconds need."""
 
@@ -54,11 +63,22 @@ class Decoded:
     backend: str         # what decoded the frames: "decord", "ffmpeg" or "images"
     audio_length: int    # seconds 0..audio_length-1 hold real audio, the rest silence
     visual_length: int   # seconds 0..visual_length-1 hold their own frame, the rest repeat it
+    source_seconds: int = 0   # the picture's seconds in the whole file (> length: cut at T)
 
 
 def frame_indices(T: int, fps: float) -> list[int]:
     """Index of the frame nearest the middle of each second t = 0..T-1."""
     return [int((t + 0.5) * fps) for t in range(T)]
+
+
+def picture_seconds(n_frames: int, fps: float) -> int:
+    """Seconds t whose middle frame int((t + 0.5) * fps) exists, uncapped; 1 for any shorter video."""
+    if n_frames <= 0 or fps <= 0:
+        return 0
+    t = int(n_frames / fps) + 2
+    while t > 0 and int((t - 0.5) * fps) >= n_frames:     # second t - 1 has no middle frame
+        t -= 1
+    return max(t, 1)
 
 
 def audio_seconds(n_samples: int, sr: int, T: int) -> int:
@@ -165,7 +185,8 @@ def _channel_mean(samples: np.ndarray, channels: int) -> np.ndarray:
     return samples[: samples.size // channels * channels].reshape(-1, channels).mean(axis=1)
 
 
-def frames_decord(path: Path, T: int) -> np.ndarray:
+def frames_decord(path: Path, T: int) -> tuple[np.ndarray, int]:
+    """The frames of seconds t < T, and the picture's seconds in the whole file."""
     if decord is None:
         raise DecodeError("decord is not installed")
     vr = decord.VideoReader(str(path), num_threads=1)
@@ -178,16 +199,24 @@ def frames_decord(path: Path, T: int) -> np.ndarray:
     frames = vr.get_batch(wanted).asnumpy() if wanted else np.zeros((0, 1, 1, 3), np.uint8)
     if len(frames) != len(wanted):
         raise DecodeError(f"{path}: asked decord for {len(wanted)} frames, got {len(frames)}")
-    return frames
+    return frames, picture_seconds(n_frames, fps)
 
 
-def frames_ffmpeg(path: Path, T: int, info: dict) -> np.ndarray:
+def frames_ffmpeg(path: Path, T: int, info: dict) -> tuple[np.ndarray, int]:
+    """The frames of seconds t < T, and the picture's seconds in the whole file (from the frame
+    count the container states, else its duration)."""
     video = next(s for s in info["streams"] if s["codec_type"] == "video")
     fps, w, h = _rate(video), int(video["width"]), int(video["height"])
     if fps <= 0:
         raise DecodeError(f"{path}: container reports no frame rate")
     # select exactly decord's indices (fps=1 or -r 1 pick other frames); ffmpeg-python escapes ','
     pick = "+".join(f"eq(n,{i})" for i in frame_indices(T, fps))
+    if T > LONG_SELECT:
+        # ffmpeg cannot parse hundreds of terms. int((t + 0.5) * fps) = n needs n / fps - 0.5 <= t <
+        # (n + 1) / fps - 0.5: at fps >= 1 only t = ceil(n / fps - 0.5); its neighbours too, for rounding
+        f, t = repr(fps), f"ceil(n/{fps!r}-0.5)"
+        terms = "+".join(f"eq(n,trunc(({t}{d}+0.5)*{f}))" for d in ("-1", "", "+1"))
+        pick = f"({terms})*lte(n,{frame_indices(T, fps)[-1]})"
     frames = _ffmpeg_frames(path, w, h, select=pick)
     if len(frames) == 0 and T > 0:
         # fewer frames than the first index: shorter than one second; its last frame, as decord
@@ -198,7 +227,8 @@ def frames_ffmpeg(path: Path, T: int, info: dict) -> np.ndarray:
     if len(frames) < claimed - 1:
         raise DecodeError(f"{path}: truncated or corrupt: container claims {duration:.2f} s, "
                           f"decoded only {len(frames)} of {claimed} frames")
-    return frames
+    stated = int(video.get("nb_frames") or 0) or int(round(duration * fps))
+    return frames, max(picture_seconds(stated, fps), len(frames))
 
 
 def _ffmpeg_frames(path: Path, w: int, h: int, select: str | None = None, **output) -> np.ndarray:
@@ -215,7 +245,7 @@ def _ffmpeg_frames(path: Path, w: int, h: int, select: str | None = None, **outp
     return frames[: frames.size // (h * w * 3) * (h * w * 3)].reshape(-1, h, w, 3)
 
 
-def decode_images(frames: list, audio: Path, T: int, sr: int = 16000) -> Decoded:
+def decode_images(frames: list, audio: Path, T: int, sr: int = 16000, pad: bool = True) -> Decoded:
     """A clip given as one image per second (AVSBench) plus an audio file."""
     from PIL import Image
 
@@ -230,14 +260,18 @@ def decode_images(frames: list, audio: Path, T: int, sr: int = 16000) -> Decoded
     if len({im.shape for im in imgs}) > 1:
         raise DecodeError(f"{frames[0]}: frames of one clip differ in size")
     samples = read_audio(audio, sr)
-    return _pad(np.stack(imgs) if imgs else np.zeros((0, 1, 1, 3), np.uint8), samples, T, sr, audio, "images")
+    stack = np.stack(imgs) if imgs else np.zeros((0, 1, 1, 3), np.uint8)
+    return _pad(stack, samples, T, sr, audio, "images", len(frames), pad)
 
 
-def _pad(frames: np.ndarray, audio: np.ndarray, T: int, sr: int, path: Path, used: str) -> Decoded:
+def _pad(frames: np.ndarray, audio: np.ndarray, T: int, sr: int, path: Path, used: str,
+         source_seconds: int, pad: bool = True) -> Decoded:
     if len(frames) == 0:
         raise DecodeError(f"{path}: no video frames decoded ({used})")
     if audio.size == 0:
         raise DecodeError(f"{path}: no audio samples decoded")
+    if not pad:                              # any length: the clip's own seconds, T only a cap
+        T = min(T, len(frames))
     n_video, n_audio = min(T, len(frames)), audio_seconds(audio.size, sr, T)
     frames = frames[:T]
     if n_video < T:
@@ -246,18 +280,20 @@ def _pad(frames: np.ndarray, audio: np.ndarray, T: int, sr: int, path: Path, use
     if audio.size < T * sr:
         audio = np.pad(audio, (0, T * sr - audio.size))
     # the picture decides the clip's seconds; audio missing from them is the silence just appended
-    return Decoded(np.ascontiguousarray(frames), audio, n_video, used, n_audio, n_video)
+    return Decoded(np.ascontiguousarray(frames), audio, n_video, used, n_audio, n_video,
+                   max(source_seconds, n_video))
 
 
-def decode_source(source, T: int, sr: int = 16000, backend: str = "auto") -> Decoded:
+def decode_source(source, T: int, sr: int = 16000, backend: str = "auto", pad: bool = True) -> Decoded:
     """A source is a video path, or {"frames": [image paths, one per second], "audio": path}."""
     if isinstance(source, dict):
-        return decode_images(source["frames"], source["audio"], T, sr)
-    return decode(source, T, sr, backend)
+        return decode_images(source["frames"], source["audio"], T, sr, pad)
+    return decode(source, T, sr, backend, pad)
 
 
-def decode(path: Path, T: int, sr: int = 16000, backend: str = "auto") -> Decoded:
-    """Frames and audio of the first T seconds of `path`; raises DecodeError naming the file."""
+def decode(path: Path, T: int, sr: int = 16000, backend: str = "auto", pad: bool = True) -> Decoded:
+    """Frames and audio of the first T seconds of `path` (padded to T; pad=False: only the
+    seconds there are, at most T); raises DecodeError naming the file."""
     path = Path(path)
     if backend not in ("auto", "decord", "ffmpeg"):
         raise ValueError(f"unknown decoder {backend!r}: auto, decord or ffmpeg")
@@ -268,11 +304,13 @@ def decode(path: Path, T: int, sr: int = 16000, backend: str = "auto") -> Decode
     audio = read_audio(path, sr)            # raises "no audio track" where there is none
     if backend != "ffmpeg":
         try:
-            return _pad(frames_decord(path, T), audio, T, sr, path, "decord")
+            frames, seconds = frames_decord(path, T)
+            return _pad(frames, audio, T, sr, path, "decord", seconds, pad)
         except Exception as err:  # decord raises bare RuntimeErrors (DECORDError) of many kinds
             if backend == "decord":
                 raise DecodeError(f"{path}: decord failed: {str(err)[:300]}") from None
     info = _probe(path)
     if not any(s["codec_type"] == "video" for s in info.get("streams", [])):
         raise DecodeError(f"{path}: no video stream")
-    return _pad(frames_ffmpeg(path, T, info), audio, T, sr, path, "ffmpeg")
+    frames, seconds = frames_ffmpeg(path, T, info)
+    return _pad(frames, audio, T, sr, path, "ffmpeg", seconds, pad)

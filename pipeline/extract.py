@@ -8,6 +8,12 @@ task: its reason comes back and the driver records it. The driver is the only wr
 returned; each clip's result carries the byte count and CRC-32 of the chunks its worker wrote,
 which the driver records with it (store.py). With `repair`, the driver first verifies every
 chunk of the done clips and extracts the damaged ones again (prepare_repair).
+
+T = 0 keeps every whole second of each video, up to max_seconds: the store's feature arrays
+are (N, max_seconds, ...) chunked along time (store.py), a clip's frames go through CLIP in
+batches of clip_batch, and its audio through VGGish alone. Nothing is cut silently: a video
+whose picture is longer than T (or max_seconds) is counted and named in the summary (`cut`)
+and in the store's `cut` attribute. A fixed T (every --dataset) makes the stores it always made.
 """
 
 from __future__ import annotations
@@ -30,12 +36,15 @@ from .encoders import (
     CLIP_URLS, VGGISH_URL, ClipEncoder, VGGishEncoder, WeightsError, clip_preprocess,
     file_sha256, missing_weights_message, precision_dtype,
 )
-from .store import CHECKS, DONE, FAILED, PENDING, Damage, FeatureStore, StoreError, create, damage_message, half_made
+from .store import (
+    CHECKS, DONE, FAILED, PENDING, TIME_CHUNK, Damage, FeatureStore, StoreError, create, damage_message, half_made,
+)
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".mpg", ".mpeg"}
 RANDOM_WARNING = "RANDOM-WEIGHT ENCODERS: these features carry no pretrained knowledge"
 # settings that change the features: a store made with other values cannot be resumed
 FEATURE_KEYS = ("T", "sample_rate", "clip_model", "patch_grid", "random_weights", "precision")
+ANY_LENGTH_KEYS = ("max_seconds",)           # feature settings of T = 0 stores only
 FEATURE_DEFAULTS = {"precision": "fp32"}     # what stores made before a key existed used
 
 
@@ -63,6 +72,7 @@ class ClipResult:
     error: str = ""
     audio_length: int = 0
     visual_length: int = 0
+    source_seconds: int = 0           # the picture's seconds in the file (> length: cut)
     checks: dict[str, tuple[int, int]] = field(default_factory=dict)   # array -> (bytes, CRC-32) written
 
 
@@ -76,6 +86,7 @@ class Summary:
     ffmpeg_fallbacks: int = 0
     short_audio: dict[str, str] = field(default_factory=dict)     # audio padded with silence to the picture
     short_picture: dict[str, str] = field(default_factory=dict)   # picture ends before the audio
+    cut: dict[str, str] = field(default_factory=dict)             # longer than T (or max_seconds): cut there
     seconds: float = 0.0
     startup_seconds: float = 0.0     # starting workers and building their encoders
     shutdown_seconds: float = 0.0    # closing the local Dask cluster
@@ -212,6 +223,25 @@ def _encode(clip: ClipEncoder, vggish: VGGishEncoder, decoded: list, T: int, sr:
     return [{"audio": audio[k], "visual": cls[k], "patches": patches[k]} for k in range(n)]
 
 
+def _encode_seconds(clip: ClipEncoder, vggish: VGGishEncoder, decoded: list, sr: int, batch: int) -> list[dict]:
+    """Clips of their own lengths (T = 0): frames preprocessed and encoded `batch` at a time (a
+    600 s clip is 600 frames), each clip's audio through VGGish alone (no padding to the longest)."""
+    pixels = torch.cat([
+        clip_preprocess(torch.from_numpy(d.frames[k:k + batch]).to(clip.device), clip.image_size, clip.mean, clip.std)
+        for d in decoded for k in range(0, len(d.frames), batch)
+    ])
+    parts = [clip.encode_frames(pixels[k:k + batch]) for k in range(0, len(pixels), batch)]
+    cls = torch.cat([c for c, _ in parts]).half().cpu().numpy()
+    patches = torch.cat([p for _, p in parts]).half().cpu().numpy()
+    out, start = [], 0
+    for d in decoded:
+        n = len(d.frames)
+        audio = vggish(torch.from_numpy(d.audio[None]), n, sr)[0].half().cpu().numpy()
+        out.append({"audio": audio, "visual": cls[start:start + n], "patches": patches[start:start + n]})
+        start += n
+    return out
+
+
 def process_clips(store_path: str, items: list[tuple[int, str]], cfg: ExtractConfig,
                   spec: EncoderSpec) -> list[ClipResult]:
     """Decode, encode and write the clips `items` = [(index, source)]; never raises per clip.
@@ -224,17 +254,21 @@ def process_clips(store_path: str, items: list[tuple[int, str]], cfg: ExtractCon
 
     def flush() -> None:
         try:
-            features = _encode(clip, vggish, [d for _, d in ready], cfg.T, cfg.sample_rate)
+            decoded = [d for _, d in ready]
+            features = (_encode(clip, vggish, decoded, cfg.T, cfg.sample_rate) if cfg.T else
+                        _encode_seconds(clip, vggish, decoded, cfg.sample_rate, cfg.clip_batch))
             for (i, d), values in zip(ready, features):
                 checks = store.write_clip(i, values)
                 results.append(ClipResult(i, True, d.length, d.backend, audio_length=d.audio_length,
-                                          visual_length=d.visual_length, checks=checks))
+                                          visual_length=d.visual_length, source_seconds=d.source_seconds,
+                                          checks=checks))
         except Exception as err:  # an encoder or write failure fails these clips, not the run
             results.extend(ClipResult(i, False, error=f"encode/write failed: {err}") for i, _ in ready)
         ready.clear()
 
     with ThreadPoolExecutor(max(1, cfg.decode_threads)) as pool:
-        futures = [(i, p, pool.submit(decode_source, p, cfg.T, cfg.sample_rate, cfg.decoder)) for i, p in items]
+        futures = [(i, p, pool.submit(decode_source, p, cfg.T or cfg.max_seconds, cfg.sample_rate, cfg.decoder,
+                                      pad=cfg.T > 0)) for i, p in items]
         for i, p, fut in futures:                 # encode what is decoded while the rest decodes
             try:
                 ready.append((i, fut.result()))
@@ -242,7 +276,7 @@ def process_clips(store_path: str, items: list[tuple[int, str]], cfg: ExtractCon
                 results.append(ClipResult(i, False, error=str(err)))
             except Exception as err:
                 results.append(ClipResult(i, False, error=f"{p}: {type(err).__name__}: {err}"))
-            if len(ready) * cfg.T >= frames_per_batch:
+            if sum(len(d.frames) for _, d in ready) >= frames_per_batch:
                 flush()
         if ready:
             flush()
@@ -274,7 +308,8 @@ def clip_dims(model_name: str, patch_grid: int) -> tuple[int, int]:
 def open_or_create(out: Path, clip_ids: list[str], sources: list[str], cfg: ExtractConfig,
                    provenance: dict, extra_attrs: dict | None = None) -> FeatureStore:
     """The store at `out`, created if absent; refuses to mix clip lists or feature settings."""
-    features = {**{k: getattr(cfg, k) for k in FEATURE_KEYS}, "encoders": provenance}
+    features = {**{k: getattr(cfg, k) for k in FEATURE_KEYS + (ANY_LENGTH_KEYS if cfg.T == 0 else ())},
+                "encoders": provenance}
     if (out / "zarr.json").exists() and not half_made(out):     # create() restarts a half-made one
         store = FeatureStore(out, mode="r+")
         if store.clip_ids != clip_ids:      # a group without clip_ids: StoreError (never deleted)
@@ -288,15 +323,18 @@ def open_or_create(out: Path, clip_ids: list[str], sources: list[str], cfg: Extr
                              f"extract into a new --out, or delete it")
         return store
     D, P = clip_dims(cfg.clip_model, cfg.patch_grid)
-    arrays = {"audio": ((cfg.T, 128), "float16"), "visual": ((cfg.T, D), "float16"),
-              "patches": ((cfg.T, P, D), "float16")}
+    seconds = cfg.T or cfg.max_seconds
+    arrays = {"audio": ((seconds, 128), "float16"), "visual": ((seconds, D), "float16"),
+              "patches": ((seconds, P, D), "float16")}
+    if cfg.T == 0:
+        extra_attrs = {"max_seconds": cfg.max_seconds, "time_chunk": TIME_CHUNK, **(extra_attrs or {})}
     attrs = {
         "avu_version": __version__, "features": features, "random_weights": cfg.random_weights,
         "fps": 1, "sample_rate": cfg.sample_rate, "T": cfg.T, "patch_grid": int(P ** 0.5),
         "config": as_dict(cfg), "sources": sources, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **(extra_attrs or {}),
     }
-    return create(out, clip_ids, arrays, attrs, cfg.compression_level)
+    return create(out, clip_ids, arrays, attrs, cfg.compression_level, 0 if cfg.T else TIME_CHUNK)
 
 
 def _by_clip(damage: list[Damage]) -> dict[str, str]:
@@ -359,6 +397,9 @@ def run_extract(
     clips already done; resumable. `extra_attrs` go into a new store's attributes."""
     start = time.perf_counter()
     out = Path(out)
+    if cfg.T < 0 or (cfg.T == 0 and cfg.max_seconds < 1):
+        raise ValueError(f"T = {cfg.T}, max_seconds = {cfg.max_seconds}: T is the seconds a clip keeps (0: the "
+                         f"whole video, up to max_seconds, which must then be at least 1)")
     n_workers = 0 if (cfg.workers == 0 and not cfg.scheduler) else cfg.workers
     gpus = torch.cuda.device_count() if cfg.device in ("auto", "cuda") else 0
     if n_workers and gpus and not cfg.scheduler:
@@ -382,12 +423,16 @@ def run_extract(
         good = [r for r in results if r.ok]
         store.mark_done([r.index for r in good], [r.length for r in good], [r.checks for r in good],
                         audio_lengths=[r.audio_length for r in good],
-                        visual_lengths=[r.visual_length for r in good])
+                        visual_lengths=[r.visual_length for r in good],
+                        source_seconds=[r.source_seconds for r in good])
         store.mark_failed({r.index: r.error for r in results if not r.ok})
         summary.done += len(good)
         summary.ffmpeg_fallbacks += sum(r.backend == "ffmpeg" for r in good)
         summary.failed.update({store.clip_ids[r.index]: r.error for r in results if not r.ok})
         for r in good:
+            if r.source_seconds > r.length:
+                limit = f"T {cfg.T}" if cfg.T else f"max_seconds {cfg.max_seconds}"
+                summary.cut[store.clip_ids[r.index]] = f"picture {r.source_seconds} s, kept {r.length} s ({limit})"
             note = shortfall(r.audio_length, r.visual_length)
             if note:
                 uneven = summary.short_audio if r.audio_length < r.visual_length else summary.short_picture

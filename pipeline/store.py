@@ -10,13 +10,25 @@ Layout (N clips, T segments, P patches, D CLIP width):
     status      (N,)          int8      0 pending, 1 done, 2 failed
     checks/<a>  (N, 2)        int64     per-clip array <a>: bytes and CRC-32 of each clip's chunk
 Per-clip arrays are chunked one clip per chunk, so parallel workers never share a chunk.
+
+Clips of any length (`avu extract T=0`, attrs T = 0): the feature arrays are (N, max_seconds,
+...) chunked (1, C, ...) along time, C = TIME_CHUNK seconds (time_chunk attribute). A clip
+writes the ceil(length / C) chunks its seconds reach, the last one's tail left NaN; chunks past
+them are never written, so a clip costs its own seconds (rounded up to C), not max_seconds, and
+no two clips share a chunk. Their records are checks/<a> (N, K, 2): bytes and CRC-32 of each
+of the clip's K = ceil(max_seconds / C) time chunks (0: not written). check() and verify()
+look at the chunks a done clip's length reaches; read() returns, for several clips, their
+seconds up to the longest of them, zeros past each clip's length (benchmarks/
+bench_store_layout.py measured this against one padded chunk a clip and a flat time axis:
+BENCHMARKS.md). Fixed-T stores (T > 0) are as before: one chunk a clip, padded to T.
 Workers write the feature chunks of their clips; only the driver writes `length`, `status`,
 `checks/` and the attributes, and it marks a clip done after its worker returned, that is after
 all of the clip's arrays were written. Zarr's local store writes each chunk atomically, so a
 killed run leaves every chunk whole. Arrays the driver alone writes, one chunk for all clips,
 are listed in SMALL.
-Attributes: clip_ids, sources, splits, failures ({clip_id: reason}), feature_arrays (those the
-workers write) and provenance (avu version, encoders with weight hashes or "random", fps,
+Attributes: clip_ids, sources, splits, failures ({clip_id: reason}), cut ({clip_id: seconds of
+its picture}: clips longer than T or max_seconds, cut there; absent in older stores), feature_arrays
+(those the workers write) and provenance (avu version, encoders with weight hashes or "random", fps,
 sample rate, T, patch grid, config).
 
 A done clip is provably whole:
@@ -65,6 +77,8 @@ CHECKS = "checks"              # group of the per-clip records (bytes, CRC-32)
 UNRECORDED, NO_CHUNK = -1, 0   # record values of the byte count
 CHECK_ROWS = 1024              # clips per chunk of a record array: mark_done rewrites one or two
 STAT_BATCH, STAT_THREADS = 4096, 8   # the quick check's stats, in parallel
+TIME_CHUNK = 10                # seconds a chunk along time of an any-length store (BENCHMARKS.md)
+_PROBES = ("918273645", "546372819")   # clip and time-chunk numbers in a chunk key (_chunk_file)
 REPAIR_HINT = ("list them all with `avu info --verify {path}`; the same `avu extract` command with "
                "--repair re-extracts them")
 
@@ -140,10 +154,12 @@ def create(
     arrays: dict[str, tuple[tuple[int, ...], str]],
     attrs: dict,
     compression_level: int = 3,
+    time_chunk: int = 0,
 ) -> "FeatureStore":
     """A new store with per-clip arrays `{name: (shape after the clip axis, dtype)}` (the ones the
-    workers write). Built in building_path(path) and renamed into place whole; a leftover of a
-    killed creation there is removed first."""
+    workers write); with `time_chunk` > 0 they are chunked along their first axis (time) in
+    chunks of that many seconds (clips of any length). Built in building_path(path) and renamed
+    into place whole; a leftover of a killed creation there is removed first."""
     path = Path(path)
     n = len(clip_ids)
     if n == 0:
@@ -159,12 +175,14 @@ def create(
         shutil.rmtree(tmp)
     group = zarr.open_group(str(tmp), mode="w-", zarr_format=3)
     for name, (tail, dtype) in arrays.items():
-        group.create_array(name, shape=(n, *tail), chunks=(1, *tail), dtype=dtype,
+        chunks = (1, time_chunk, *tail[1:]) if time_chunk else (1, *tail)
+        group.create_array(name, shape=(n, *tail), chunks=chunks, dtype=dtype,
                            compressors=_codecs(compression_level), fill_value=_fill(dtype))
-        _create_checks(group, name, n)
+        _create_checks(group, name, n, -(-tail[0] // time_chunk) if time_chunk else 1)
     for name in SMALL:
         _create_small(group, name, n)
-    group.attrs.update({"clip_ids": list(clip_ids), "failures": {}, "feature_arrays": list(arrays), **attrs})
+    group.attrs.update({"clip_ids": list(clip_ids), "failures": {}, "cut": {}, "feature_arrays": list(arrays),
+                        **attrs})
     if path.is_dir():
         path.rmdir()                 # an empty folder (checked above)
     os.rename(tmp, path)             # atomic: the store appears whole or not at all
@@ -177,9 +195,11 @@ def _create_small(group, name: str, n: int):
     return group.create_array(name, shape=(n,), chunks=(n,), dtype=dtype, fill_value=fill, compressors=_codecs())
 
 
-def _create_checks(group, name: str, n: int):
-    return group.create_array(f"{CHECKS}/{name}", shape=(n, 2), chunks=(min(n, CHECK_ROWS), 2), dtype="int64",
-                              fill_value=UNRECORDED, compressors=_codecs(), overwrite=True)
+def _create_checks(group, name: str, n: int, time_chunks: int = 1):
+    """checks/<name>: (n, 2), or (n, time_chunks, 2) for an array chunked along time."""
+    tail = (2,) if time_chunks == 1 else (time_chunks, 2)
+    return group.create_array(f"{CHECKS}/{name}", shape=(n, *tail), chunks=(min(n, CHECK_ROWS), *tail),
+                              dtype="int64", fill_value=UNRECORDED, compressors=_codecs(), overwrite=True)
 
 
 class FeatureStore:
@@ -201,7 +221,8 @@ class FeatureStore:
         except Exception as err:
             raise StoreError(f"{self.path}/zarr.json: unreadable ({type(err).__name__}: {err})") from None
         self._ids: list[str] | None = None
-        self._chunk_keys: dict[str, tuple[Path, str, str]] = {}
+        self._chunk_keys: dict[str, tuple] = {}
+        self._time_chunks: dict[str, int] = {}   # name -> time_chunk(name)
         self._pending: dict[str, dict[int, tuple[int, int]]] = {}   # driver's write_clip records, unwritten
 
     # -- metadata
@@ -244,6 +265,27 @@ class FeatureStore:
         return [name for name, arr in sorted(self.group.arrays())
                 if name not in SMALL and arr.ndim and arr.shape[0] == n and arr.chunks[0] == 1]
 
+    def time_chunk(self, name: str) -> int:
+        """Seconds a chunk of `name` holds where it is chunked along time (an any-length store's
+        features); 0 for every other array."""
+        if name not in self._time_chunks:
+            arr = self.group[name]
+            chunked = arr.ndim >= 2 and arr.chunks[0] == 1 and arr.chunks[1] < arr.shape[1] and name not in SMALL
+            self._time_chunks[name] = int(arr.chunks[1]) if chunked else 0
+        return self._time_chunks[name]
+
+    def time_chunks(self, name: str) -> int:
+        """Chunks a clip has along time in `name` (1 where it is not chunked along time)."""
+        C = self.time_chunk(name)
+        return -(-self.group[name].shape[1] // C) if C else 1
+
+    @property
+    def cut(self) -> dict[str, int] | None:
+        """{clip id: seconds of its picture} of the done clips longer than T (or max_seconds), cut
+        there; None for a store made before avu recorded it."""
+        cut = self.group.attrs.get("cut")
+        return None if cut is None else dict(cut)
+
     @property
     def random_weights(self) -> bool:
         return bool(self.group.attrs.get("random_weights", False))
@@ -273,9 +315,15 @@ class FeatureStore:
     # -- data
     def read(self, name: str, indices) -> np.ndarray:
         """Array `name` for the clip indices given (an int, a slice or a sequence). A chunk that
-        does not decode (checksum, zstd) raises StoreError naming the array and the clip."""
+        does not decode (checksum, zstd) raises StoreError naming the array and the clip.
+
+        An array chunked along time (an any-length store's features) is read up to the longest
+        of these clips' lengths, zeros past each clip's length (one clip: its own seconds);
+        clips not done read NaN, as in every other array."""
         arr = self.group[name]
         try:
+            if self.time_chunk(name):
+                return self._read_seconds(arr, indices)
             if isinstance(indices, (int, np.integer, slice)):
                 return arr[indices]
             indices = np.asarray(indices, dtype=np.int64)
@@ -287,6 +335,29 @@ class FeatureStore:
         except Exception as err:
             raise self._read_error(name, indices, err) from None
 
+    def _read_seconds(self, arr, indices) -> np.ndarray:
+        """An array chunked along time, for `indices`, up to their longest length (read())."""
+        single = isinstance(indices, (int, np.integer))
+        if single or isinstance(indices, slice):
+            idx = np.atleast_1d(np.arange(arr.shape[0])[indices])
+        else:
+            idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        length = self._read_whole("length")[idx].astype(np.int64)
+        # clip by clip into a zeroed batch: twice as fast as one orthogonal selection up to the
+        # longest and a mask past each clip's end (BENCHMARKS.md)
+        out = np.zeros((len(idx), int(length.max(initial=0)), *arr.shape[2:]), arr.dtype)
+        for row, (i, n) in enumerate(zip(idx.tolist(), length.tolist())):
+            if n > 0:
+                out[row, :n] = arr[i, :n]
+            else:                                # not done: NaN, as every other array reads
+                out[row] = _fill(arr.dtype)
+        return out[0] if single else out
+
+    def _chunk(self, arr, name: str, i: int, k: int) -> np.ndarray:
+        """Chunk (i, k) of `name` read alone: clip i's whole chunk, or its k-th chunk along time."""
+        C = self.time_chunk(name)
+        return arr[i, k * C:(k + 1) * C] if C else arr[i]
+
     def _read_error(self, name: str, indices, err: Exception) -> StoreError:
         """Which clip of a failed read is damaged (each chunk read alone)."""
         arr = self.group[name]
@@ -295,12 +366,13 @@ class FeatureStore:
         if isinstance(indices, slice):
             indices = range(*indices.indices(arr.shape[0]))
         for i in np.unique(np.atleast_1d(np.asarray(indices, dtype=np.int64))):
-            try:
-                arr[int(i)]
-            except Exception as one:
-                return StoreError(f"{self.path}: array {name!r}, clip {self.clip_ids[i]!r} (index {i}): chunk "
-                                  f"{self._chunk_file(name, int(i))} is damaged ({type(one).__name__}: {one}); "
-                                  + REPAIR_HINT.format(path=self.path))
+            for k in range(self.time_chunks(name)):
+                try:
+                    self._chunk(arr, name, int(i), k)
+                except Exception as one:
+                    return StoreError(f"{self.path}: array {name!r}, clip {self.clip_ids[i]!r} (index {i}): chunk "
+                                      f"{self._chunk_file(name, int(i), k)} is damaged ({type(one).__name__}: "
+                                      f"{one}); " + REPAIR_HINT.format(path=self.path))
         return StoreError(f"{self.path}: reading array {name!r} failed ({type(err).__name__}: {err})")
 
     def _read_whole(self, name: str) -> np.ndarray:
@@ -316,34 +388,49 @@ class FeatureStore:
         return {name: self.read(name, i) for name in self.arrays if name != "status"}
 
     # -- integrity
-    def _chunk_file(self, name: str, i: int) -> Path:
-        """The file holding clip i's chunk of array `name`."""
+    def _chunk_key(self, name: str) -> tuple:
+        """(folder, head, middle, tail): chunk (i, k) of `name` is folder / f"{head}{i}{middle}{k}{tail}"
+        (k: the chunk along the second axis); middle None for a 1-d array (f"{head}{i}{tail}"),
+        tail None too for a 0-d one (folder / head)."""
         if name not in self._chunk_keys:
             arr = self.group[name]
             if arr.ndim == 0:
-                self._chunk_keys[name] = (self.path / arr.path, arr.metadata.encode_chunk_key(()), None)
-            else:
-                probe = "918273645"            # any chunk key encoding writes the index in decimal
-                key = arr.metadata.encode_chunk_key((int(probe),) + (0,) * (arr.ndim - 1))
-                head, _, tail = key.partition(probe)
-                self._chunk_keys[name] = (self.path / arr.path, head, tail)
-        base, head, tail = self._chunk_keys[name]
-        return base / (head if tail is None else f"{head}{i}{tail}")
+                self._chunk_keys[name] = (self.path / arr.path, arr.metadata.encode_chunk_key(()), None, None)
+            else:                              # any chunk key encoding writes the indices in decimal
+                clip, time = _PROBES
+                key = arr.metadata.encode_chunk_key((int(clip),) + ((int(time),) if arr.ndim > 1 else ())
+                                                    + (0,) * (arr.ndim - 2))
+                head, _, rest = key.partition(clip)
+                middle, _, tail = rest.partition(time) if arr.ndim > 1 else (None, "", rest)
+                self._chunk_keys[name] = (self.path / arr.path, head, middle, tail)
+        return self._chunk_keys[name]
 
-    def _measure(self, name: str, indices) -> np.ndarray:
-        """(bytes, CRC-32) of each clip's stored chunk of `name`; (0, 0) where there is none."""
-        out = np.zeros((len(indices), 2), np.int64)
-        for k, i in enumerate(indices):
-            try:
-                data = self._chunk_file(name, int(i)).read_bytes()
-            except FileNotFoundError:
-                continue
-            out[k] = len(data), zlib.crc32(data)
+    def _chunk_file(self, name: str, i: int, k: int = 0) -> Path:
+        """The file holding clip i's chunk of array `name` (its k-th along time)."""
+        base, head, middle, tail = self._chunk_key(name)
+        if tail is None:
+            return base / head
+        return base / (f"{head}{i}{tail}" if middle is None else f"{head}{i}{middle}{k}{tail}")
+
+    def _measure(self, name: str, indices, chunks: list[int] | None = None) -> np.ndarray:
+        """(bytes, CRC-32) of each clip's stored chunks of `name`, (rows, K, 2) with K its chunks
+        along time (1 for most arrays); (0, 0) where there is none. `chunks`: how many of each
+        clip's chunks to look at (the rest are (0, 0)); all by default."""
+        K = self.time_chunks(name)
+        out = np.zeros((len(indices), K, 2), np.int64)
+        for row, i in enumerate(indices):
+            for k in range(K if chunks is None else chunks[row]):
+                try:
+                    data = self._chunk_file(name, int(i), k).read_bytes()
+                except FileNotFoundError:
+                    continue
+                out[row, k] = len(data), zlib.crc32(data)
         return out
 
     def records(self, name: str) -> np.ndarray | None:
         """checks/<name>: (rows, 2) bytes and CRC-32 of each clip's chunk (of the one chunk of a
-        shared/ array), or None where it has none (a store made before the records)."""
+        shared/ array; (rows, K, 2) for an array chunked along time), or None where it has none
+        (a store made before the records)."""
         self.flush_records()
         key = f"{CHECKS}/{name}"
         return self._read_whole(key) if key in self.group else None
@@ -354,15 +441,16 @@ class FeatureStore:
             return
         key = f"{CHECKS}/{name}"
         arr = self.group[key] if key in self.group else \
-            _create_checks(self.group, name, 1 if name.startswith("shared/") else len(self))
-        arr.set_orthogonal_selection((np.asarray(indices, dtype=np.int64), slice(None)),
-                                     np.asarray(values, dtype=np.int64))
+            _create_checks(self.group, name, 1 if name.startswith("shared/") else len(self), self.time_chunks(name))
+        values = np.asarray(values, dtype=np.int64).reshape(len(indices), *arr.shape[1:])
+        arr.set_orthogonal_selection((np.asarray(indices, dtype=np.int64),) + (slice(None),) * (arr.ndim - 1), values)
 
     def check(self, full: bool = False, indices=None, arrays=None) -> list[Damage]:
         """Damaged chunks of the done clips (or of `indices`) in the per-clip arrays (or `arrays`),
         and of the shared/ arrays. Quick (default): every chunk file is there with the byte count
         recorded when it was written (one stat a chunk), and every done clip has a length. full:
-        also the CRC-32 of the bytes, and a decode of each chunk that has no record."""
+        also the CRC-32 of the bytes, and a decode of each chunk that has no record. An array
+        chunked along time: the chunks a done clip's length reaches."""
         self.flush_records()
         clips = self.done() if indices is None else np.asarray(indices, dtype=np.int64)
         features = set(self.feature_arrays)
@@ -376,12 +464,14 @@ class FeatureStore:
                 damage.append(Damage(f"{CHECKS}/{name}", f"records unreadable ({err})"))
                 rec = None
             arr, per_clip = self.group[name], name in names
-            rows = clips if per_clip else np.zeros(1, np.int64)
+            rec = None if rec is None else rec.reshape(len(rec), -1, 2)      # (rows, K, 2)
+            rows, ks = self._cells(name, clips) if per_clip else (np.zeros(1, np.int64),) * 2
             if not full:                        # one stat a chunk; reasons only where sizes disagree
-                rows = rows[self._suspect(name, rows, rec, name in features)]
-            for i in rows:
-                i = int(i)
-                reason = self._check_chunk(arr, name, i, None if rec is None else rec[i], full, name in features)
+                keep = self._suspect(name, rows, ks, rec, name in features)
+                rows, ks = rows[keep], ks[keep]
+            for i, k in zip(rows.tolist(), ks.tolist()):
+                reason = self._check_chunk(arr, name, i, k, None if rec is None else rec[i, k], full,
+                                           name in features)
                 if reason:
                     damage.append(Damage(name, reason, i, self.clip_ids[i]) if per_clip else Damage(name, reason))
         if arrays is None and "length" in self.group:
@@ -395,26 +485,45 @@ class FeatureStore:
                                          int(i), self.clip_ids[i]))
         return damage
 
-    def _suspect(self, name: str, rows: np.ndarray, rec, feature: bool) -> np.ndarray:
-        """Mask of the rows whose chunk file's size (or absence) disagrees with the record."""
-        self._chunk_file(name, 0)
-        base, head, tail = self._chunk_keys[name]
+    def _cells(self, name: str, clips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(clip, chunk along time) of each chunk of `clips` to check: (clip, 0) for an array not
+        chunked along time; else the chunks each clip's length reaches (all of them where the
+        lengths are unreadable: check() reports that too)."""
+        C = self.time_chunk(name)
+        if not C:
+            return clips, np.zeros(len(clips), np.int64)
+        K = self.time_chunks(name)
+        try:
+            n = np.clip(-(-self._read_whole("length")[clips].astype(np.int64) // C), 0, K)
+        except StoreError:
+            n = np.full(len(clips), K)
+        ks = np.concatenate([np.arange(m) for m in n.tolist()]) if len(clips) else np.zeros(0, np.int64)
+        return np.repeat(clips, n), ks.astype(np.int64)
+
+    def _suspect(self, name: str, rows: np.ndarray, ks: np.ndarray, rec, feature: bool) -> np.ndarray:
+        """Mask of the chunks (rows[j], ks[j]) whose file's size (or absence) disagrees with the record."""
+        base, head, middle, tail = self._chunk_key(name)
         prefix = f"{base}/{head}"
-        files = [prefix if tail is None else f"{prefix}{i}{tail}" for i in rows.tolist()]
+        if tail is None:
+            files = [prefix] * len(rows)
+        elif middle is None:
+            files = [f"{prefix}{i}{tail}" for i in rows.tolist()]
+        else:
+            files = [f"{prefix}{i}{middle}{k}{tail}" for i, k in zip(rows.tolist(), ks.tolist())]
         parts = [files[k:k + STAT_BATCH] for k in range(0, len(files), STAT_BATCH)]
         if len(parts) > 1:                      # stat waits on the filesystem (network ones: ~1 ms)
             with ThreadPoolExecutor(STAT_THREADS) as pool:
                 sizes = np.concatenate(list(pool.map(_sizes, parts)))
         else:
             sizes = _sizes(files)
-        nbytes = rec[rows, 0] if rec is not None else np.full(len(rows), UNRECORDED)
+        nbytes = rec[rows, ks, 0] if rec is not None else np.full(len(rows), UNRECORDED)
         return (((nbytes > 0) & (sizes != nbytes)) | ((nbytes == NO_CHUNK) & (sizes >= 0))
                 | ((nbytes == UNRECORDED) & feature & (sizes < 0)))
 
-    def _check_chunk(self, arr, name: str, i: int, rec, full: bool, feature: bool) -> str | None:
-        """What is wrong with chunk i of `name` (None: nothing found), given its record."""
+    def _check_chunk(self, arr, name: str, i: int, k: int, rec, full: bool, feature: bool) -> str | None:
+        """What is wrong with chunk (i, k) of `name` (None: nothing found), given its record."""
         nbytes, crc = (int(rec[0]), int(rec[1])) if rec is not None else (UNRECORDED, 0)
-        file = self._chunk_file(name, i)
+        file = self._chunk_file(name, i, k)
         try:
             data = file.read_bytes() if full else None
             size = len(data) if full else os.stat(file).st_size
@@ -435,7 +544,7 @@ class FeatureStore:
             reason = "chunk file missing (no record of this clip: the store predates the records)"
         elif full and size is not None:
             try:
-                arr[i] if arr.ndim else arr[...]
+                self._chunk(arr, name, i, k) if arr.ndim else arr[...]
             except Exception as err:
                 reason = f"chunk does not decode ({type(err).__name__}: {err})"
         return f"{reason}: {file}" if reason else None
@@ -468,13 +577,31 @@ class FeatureStore:
         for name, value in values.items():
             if name in SMALL:
                 raise StoreError(f"{name} is written by the driver only")
-            self.group[name][i] = value
-            checks[name] = tuple(int(v) for v in self._measure(name, [i])[0])
+            C = self.time_chunk(name)
+            if C:
+                checks[name] = self._write_seconds(name, i, value, C)
+            else:
+                self.group[name][i] = value
+                checks[name] = tuple(int(v) for v in self._measure(name, [i])[0, 0])
         features = set(self.feature_arrays)
         for name, value in checks.items():
             if name not in features:
                 self._pending.setdefault(name, {})[int(i)] = value
         return checks
+
+    def _write_seconds(self, name: str, i: int, value: np.ndarray, C: int) -> list[list[int]]:
+        """Clip i's seconds of an array chunked along time: whole chunks (the last one's tail NaN,
+        so zarr never reads back a chunk written before), none past them. Their records, (K, 2)."""
+        arr = self.group[name]
+        if len(value) > arr.shape[1] or len(value) == 0:
+            raise StoreError(f"{self.path}: {name}: clip {self.clip_ids[i]!r} has {len(value)} seconds; "
+                             f"the store holds 1 to {arr.shape[1]}")
+        n = -(-len(value) // C)
+        end = min(n * C, arr.shape[1])
+        block = np.full((end, *value.shape[1:]), _fill(arr.dtype), arr.dtype)
+        block[:len(value)] = value
+        arr[i, :end] = block
+        return self._measure(name, [i], [n])[0].tolist()
 
     def flush_records(self) -> None:
         """Driver: write the records kept by write_clip."""
@@ -484,9 +611,11 @@ class FeatureStore:
 
     def mark_done(self, indices: list[int], lengths: list[int],
                   checks: list[dict[str, tuple[int, int]]] | None = None,
-                  audio_lengths: list[int] | None = None, visual_lengths: list[int] | None = None) -> None:
-        """Driver: clips done, with their lengths, their real seconds per modality and (from
-        write_clip) their chunks' records."""
+                  audio_lengths: list[int] | None = None, visual_lengths: list[int] | None = None,
+                  source_seconds: list[int] | None = None) -> None:
+        """Driver: clips done, with their lengths, their real seconds per modality, (from
+        write_clip) their chunks' records and the seconds of their pictures in the files: those
+        longer than their length were cut (attribute `cut`)."""
         if not indices:
             return
         self.flush_records()
@@ -509,6 +638,15 @@ class FeatureStore:
             for i in indices:
                 failures.pop(self.clip_ids[i], None)
             self.group.attrs["failures"] = failures
+        if source_seconds is not None:
+            before = self.cut
+            cut = dict(before or {})
+            for i, n, seconds in zip(indices, lengths, source_seconds):
+                cut.pop(self.clip_ids[i], None)
+                if seconds > n:
+                    cut[self.clip_ids[i]] = int(seconds)
+            if cut != before:
+                self.group.attrs["cut"] = cut
 
     def mark_pending(self, indices: list[int]) -> None:
         """Driver: clips to extract again (--repair)."""
@@ -549,6 +687,7 @@ class FeatureStore:
         _create_checks(self.group, key, len(self) if per_clip else 1)   # the old records go with the old array
         arr[...] = values
         self._chunk_keys.pop(key, None)
+        self._time_chunks.pop(key, None)
         rows = np.arange(len(self) if per_clip else 1)
         self._record(key, rows, self._measure(key, rows))
 

@@ -213,3 +213,34 @@ def test_normal_clips_decode_as_before(backend):
         d = decode(clip, 10, SR, backend)
         assert np.array_equal(d.frames, frames) and np.array_equal(d.audio, audio), clip.name
         assert d.length == length == d.visual_length == d.audio_length == 10, clip.name
+
+
+def test_picture_seconds_counts_the_seconds_whose_middle_frame_exists():
+    from pipeline.decode import picture_seconds
+
+    for fps in (1.0, 12.0, 25.0, 30000 / 1001, 59.94):
+        for n_frames in (1, 2, 5, 11, 12, 13, 250, 299, 300, 301, 18000):
+            slow = sum(1 for i in frame_indices(n_frames + 10, fps) if i < n_frames)
+            assert picture_seconds(n_frames, fps) == max(slow, 1), (fps, n_frames)
+    assert picture_seconds(0, 25.0) == 0
+
+
+@pytest.mark.parametrize("name,seconds", [("fps2997", 10), ("fps12_short", 7), ("fps1.2", 10)])
+def test_any_length_keeps_the_seconds_there_are_and_ffmpeg_agrees_past_its_list(timecode_dir, tmp_path, name,
+                                                                              seconds):
+    """pad=False: no padding, T only a cap. T = 600 > LONG_SELECT makes ffmpeg select frames by a
+    formula instead of a list of indices: it must pick decord's frames (at 1.2 fps some seconds'
+    middle frame lies in the second before)."""
+    path = timecode_dir / f"{name}.mp4"
+    if name == "fps1.2":
+        path = write_clip(tmp_path / "fps1.2.mp4", 10.0, 1.2)
+    a = decode(path, T=600, sr=SR, backend="decord", pad=False)
+    b = decode(path, T=600, sr=SR, backend="ffmpeg", pad=False)
+    for d in (a, b):
+        assert d.frames.shape[0] == d.length == d.visual_length == d.source_seconds == seconds
+        assert d.audio.shape == (seconds * SR,) and d.audio_length == seconds
+    assert np.array_equal(a.frames, b.frames) and np.array_equal(a.audio, b.audio)
+    cut = decode(path, T=4, sr=SR, pad=False)
+    assert cut.length == 4 and cut.source_seconds == seconds and cut.audio.shape == (4 * SR,)
+    padded = decode(path, T=4, sr=SR)
+    assert np.array_equal(padded.frames, cut.frames) and padded.source_seconds == seconds

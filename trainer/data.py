@@ -182,7 +182,9 @@ class TaskData:
         clips = self.ts.clip_index(samples)
         unique, inverse = np.unique(clips, return_inverse=True)  # sorted reads; AVQA videos once
         shared = len(unique) < len(clips)     # clips repeat: MUSIC-AVQA's questions of one video
-        batch = {name: self.fs.read(name, unique) for name in self.arrays}
+        # every batch has `length` (the model's frame_valid); features of an any-length store are
+        # read up to the batch's longest clip (FeatureStore.read)
+        batch = {name: self.fs.read(name, unique) for name in dict.fromkeys(self.arrays + ("length",))}
         for name in batch:                    # features once per clip where clips repeat (the
             if not (shared and name in FEATURES):   # model runs TPM + SPM per clip), targets per sample
                 batch[name] = batch[name][inverse]
@@ -191,6 +193,7 @@ class TaskData:
         for name in LONG:
             if name in batch:
                 batch[name] = batch[name].astype(np.int64)
+        batch["length"] = batch["length"].astype(np.int64)      # (B,) the clips' seconds
         if self.ts.questions:
             q = self.ts.questions
             batch["answer"] = q["answer"][samples]
