@@ -367,6 +367,21 @@ def train_config(overrides: list[str] | None = None, config: Path | None = None,
     return load_stage("train", config, values, cls=TrainConfig)
 
 
+@app.command()
+def settings() -> None:
+    """Print every setting of every stage with its default and what it does: the settings file
+    (the shipped stages.yaml is this output; copy it, uncomment what you change, --config FILE)."""
+    print(settings_text(), end="")
+
+
+def settings_text() -> str:
+    from pipeline.config import STAGES
+    from pipeline.config import settings_text as text
+    from trainer.config import TrainConfig
+
+    return text({**STAGES, "train": TrainConfig})
+
+
 @app.command("eval")
 def eval_(
     path: Path = typer.Argument(..., help="A run directory, or a predictions file (eval/<split>/<task>.npz) "

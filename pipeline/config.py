@@ -25,51 +25,62 @@ class ConfigError(ValueError):
 
 @dataclass
 class ExtractConfig:
-    """Stage one: decoding, encoders, store and parallelism."""
+    """avu extract: decoding, encoders, the store and parallelism (pipeline/extract.py)."""
 
-    T: int = 10                      # segments (seconds) per clip; shorter clips are padded; 0: any length
-    max_seconds: int = 600           # T = 0: seconds kept at most (longer videos are cut there, and reported)
+    T: int = 10                      # seconds per clip (AVE/LLP/VGG-SS/AVSS 10, S4/MS3 5, MUSIC-AVQA 60: a
+                                     # --dataset sets its own); shorter clips are padded; T=0 (--videos):
+                                     # every whole second of each video, unpadded (each clip its own length)
+    max_seconds: int = 600           # T=0 only: a longer video is cut here, and counted and named in the
+                                     # summary and the store
     sample_rate: int = 16000         # audio rate fed to VGGish
-    decoder: str = "auto"            # auto (decord, then ffmpeg) | decord | ffmpeg
-    clip_model: str = "ViT-L-14-quickgelu"   # any open_clip model name
-    clip_weights: str = "weights/ViT-L-14-openai.pt"
-    clip_pretrained_tag: str = "openai"      # open_clip tag used only with `download`
-    patch_grid: int = 8              # pool patch tokens to g x g; 0 keeps the model's own grid
+    decoder: str = "auto"            # auto (decord, then ffmpeg where decord fails) | decord | ffmpeg
+    clip_model: str = "ViT-L-14-quickgelu"   # any open_clip model name (OpenAI weights need -quickgelu)
+    clip_weights: str = "weights/ViT-L-14-openai.pt"   # a local file (README: Pretrained weights)
+    clip_pretrained_tag: str = "openai"      # open_clip tag, used only with download: true
+    patch_grid: int = 8              # pooled patch grid g x g (LLP, ViT-L-14: 8 -> 11.6 GB; 0 = the
+                                     # model's own grid, 16 x 16 -> 46.6 GB)
     vggish_weights: str = "weights/vggish-10086976.pth"
-    random_weights: bool = False     # explicit opt-in; recorded in the store and in every output
-    download: bool = False           # allow fetching weights from the official URLs
+    random_weights: bool = False     # true only on purpose: recorded in the store, every output says so
+    download: bool = False           # true: fetch missing weights from the official URLs (needs internet)
     device: str = "auto"             # auto | cpu | cuda | cuda:N
-    precision: str = "fp32"          # fp32 | bf16 | fp16: the frame and audio encoders' arithmetic
-    clip_batch: int = 80             # frames per encoder batch (CLIP; VGGish gets the same clips)
+    precision: str = "fp32"          # fp32 | bf16 | fp16 for CLIP frames and VGGish (text stays fp32); bf16
+                                     # ~2x on GPUs and AVX512-BF16 CPUs
+    clip_batch: int = 80             # frames per encoder batch; bigger batches run VGGish faster on CPU
     clips_per_task: int = 8          # clips decoded and encoded together by one worker task
-    decode_threads: int = 1          # decoder threads inside a worker (overlap with encoding)
-    workers: int = 2                 # local Dask workers; 0 runs in this process without Dask
-    scheduler: typing.Optional[str] = None   # address of an existing Dask scheduler
+    decode_threads: int = 1          # decoder threads inside a worker; more oversubscribes the cores
+                                     # (BENCHMARKS.md)
+    workers: int = 2                 # local Dask workers; 0 = run in this process, no Dask
+    scheduler: typing.Optional[str] = None   # e.g. tcp://host:8786: an existing Dask cluster
     threads_per_worker: int = 0      # torch threads per worker; 0 = cores / workers
     compression_level: int = 3       # zstd level of the feature arrays
-    keep_freed_memory: bool = True   # glibc keeps freed encoder activations for the next batch
-    pin_workers: bool = True         # local cluster on CPUs: each worker bound to its own cores
-    retry_failed: bool = False       # re-run clips that failed before
-    repair: bool = False             # verify every chunk of the done clips; extract the damaged ones again
+    keep_freed_memory: bool = True   # workers keep freed encoder memory for the next batch instead of
+                                     # page-faulting it in again (glibc; BENCHMARKS.md)
+    pin_workers: bool = True         # local CPU workers: worker k runs on its own share of the cores
+                                     # (Linux; BENCHMARKS.md)
+    retry_failed: bool = False       # extract the clips that failed before again
+    repair: bool = False             # verify every chunk of the done clips and extract the damaged ones
+                                     # again (--repair)
 
 
 @dataclass
 class DatasetsConfig:
-    """Stage one with --dataset: where each benchmark's files lie under --root (the official
-    layouts by default), and how targets are made. Video paths are templates ({id}, {file})."""
+    """avu extract --dataset NAME --root DIR: where each benchmark's files lie under --root
+    (relative paths; the official layouts by default; video paths are templates with {id} or
+    {file}) and how its targets are made. See pipeline/datasets/."""
 
-    avs_mask_size: int = 224         # AVSBench masks are resized (nearest) to this square
-    ave_annotations: str = "."       # Annotations.txt, {train,val,test}_order.h5 or DERIVED_ave_splits.csv
+    avs_mask_size: int = 224         # AVSBench masks resized (nearest) to this square (the official 224)
+    ave_annotations: str = "."       # Annotations.txt + {train,val,test}_order.h5 (or DERIVED_ave_splits.csv)
     ave_videos: str = "AVE/{id}.mp4"
     llp_annotations: str = "."       # AVVP_train.csv, AVVP_{val,test}_pd.csv, AVVP_eval_{audio,visual}.csv
-    llp_videos: str = "LLP/{id}.mp4"
-    vggss_annotations: str = "."     # vggss.json, vggss_test.csv
-    vggss_train_list: str = "vggsound_train.txt"   # optional, in vggss_annotations: unannotated clips
+    llp_videos: str = "LLP/{id}.mp4"   # id = the first 11 characters of the filename
+    vggss_annotations: str = "."     # vggss.json (+ vggss_test.csv, checked against it)
+    vggss_train_list: str = "vggsound_train.txt"   # optional (ours), in vggss_annotations: training clip
+                                     # ids, one a line, ",class" optional
     vggss_videos: str = "VGGSS/{file}.mp4"
-    avs_s4_folder: str = "Single-source"   # s4_meta_data.csv and s4_data/
-    avs_ms3_folder: str = "Multi-sources"  # ms3_meta_data.csv and ms3_data/
-    avss_folder: str = "."           # metadata.csv, label2idx.json, v1s/ v1m/ v2/
-    music_avqa_annotations: str = "json_update"    # avqa-{train,val,test}.json
+    avs_s4_folder: str = "Single-source"   # s4_meta_data.csv, s4_data/{visual_frames,audio_wav,gt_masks}
+    avs_ms3_folder: str = "Multi-sources"  # ms3_meta_data.csv, ms3_data/{visual_frames,audio_wav,gt_masks}
+    avss_folder: str = "."           # metadata.csv, label2idx.json, {v1s,v1m,v2}/<uid>/{frames,labels_rgb,audio.wav}
+    music_avqa_annotations: str = "json_update"    # avqa-{train,val,test}.json (the train file is not public)
     music_avqa_videos: str = "MUSIC-AVQA/{id}.mp4"
 
 
@@ -161,3 +172,66 @@ def resolve_path(value: str, base: Path = DEFAULT_STAGES.parent) -> Path:
 
 def as_dict(cfg: object) -> dict:
     return dataclasses.asdict(cfg)
+
+
+# ----------------------------------------------------------------------------- the settings file
+HEADER = """\
+# Every setting of every avu stage, and its default. The defaults live in the stages' dataclasses
+# (pipeline/config.py: ExtractConfig, DatasetsConfig; trainer/config.py: TrainConfig), which this
+# file is written from (`avu settings > stages.yaml`; a test checks that they agree), so every
+# setting here is commented out. Uncomment a line to change it for every command, or give it as
+# key=value on the command line:
+#   avu extract --videos DIR --out STORE workers=4 patch_grid=0
+# `--config FILE` reads another file like this one. Relative paths are taken from this file's folder.
+"""
+COMMENT_COLUMN = 30
+
+
+def documented(cls: type) -> list[tuple[str, object, list[str]]]:
+    """(name, default, comment lines) of every setting of a stage dataclass: the comment written
+    beside the field in its source, continued on the comment-only lines below it."""
+    import inspect
+    import re
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    comments: dict[str, list[str]] = {}
+    last = None
+    for line in inspect.getsource(cls).splitlines():
+        field_line = re.match(r"    (\w+): [^#]*?(?:#\s?(.*))?$", line)
+        if field_line and field_line.group(1) in names:
+            last = field_line.group(1)
+            comments[last] = [field_line.group(2).strip()] if field_line.group(2) else []
+        elif last is not None and re.match(r"\s+#", line):
+            comments[last].append(line.strip()[1:].strip())
+        else:
+            last = None
+    out = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        out.append((f.name, default, comments.get(f.name, [])))
+    return out
+
+
+def _scalar(value: object) -> str:
+    """`value` as YAML reads it back: a flow scalar, list or mapping on one line."""
+    return yaml.safe_dump([value], default_flow_style=True, width=10 ** 6).strip()[1:-1]
+
+
+def settings_text(stages: dict[str, type]) -> str:
+    """The settings file: every stage's section, each setting commented out with its default and
+    its comment, the section introduced by its dataclass's docstring."""
+    import inspect
+
+    lines = [HEADER]
+    for section, cls in stages.items():
+        lines += [f"# {line}".rstrip() for line in inspect.cleandoc(cls.__doc__ or "").splitlines()]
+        lines.append(f"{section}:")
+        for name, default, comment in documented(cls):
+            setting = f"  # {name}: {_scalar(default)}"
+            if not comment:
+                lines.append(setting)
+                continue
+            lines.append(f"{setting.ljust(COMMENT_COLUMN - 1)} # {comment[0]}")
+            lines += [f"  #{' ' * (COMMENT_COLUMN - 4)} # {more}" for more in comment[1:]]
+        lines.append("")
+    return "\n".join(lines)

@@ -41,7 +41,6 @@ from .store import (
 )
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".mpg", ".mpeg"}
-RANDOM_WARNING = "RANDOM-WEIGHT ENCODERS: these features carry no pretrained knowledge"
 # settings that change the features: a store made with other values cannot be resumed
 FEATURE_KEYS = ("T", "sample_rate", "clip_model", "patch_grid", "random_weights", "precision")
 ANY_LENGTH_KEYS = ("max_seconds",)           # feature settings of T = 0 stores only

@@ -1,4 +1,5 @@
 import dataclasses
+import re
 
 import pytest
 import yaml
@@ -8,12 +9,23 @@ from cli import app
 from pipeline.config import DEFAULT_STAGES, STAGES, ConfigError, ExtractConfig, load_stage, parse_overrides
 
 
-def test_shipped_stages_yaml_loads_and_names_every_setting():
-    doc = yaml.safe_load(DEFAULT_STAGES.read_text())
-    for stage, cls in STAGES.items():
-        cfg = load_stage(stage)
-        assert isinstance(cfg, cls)
-        assert set(doc[stage]) == {f.name for f in dataclasses.fields(cls)}, "stages.yaml must list every setting"
+def test_shipped_stages_yaml_is_every_setting_of_the_dataclasses_commented_out(tmp_path):
+    """One source of defaults: the dataclasses. stages.yaml is written from them (`avu settings`)
+    and sets nothing; uncommented, each of its lines is valid and gives the dataclass's default."""
+    from cli import settings_text
+    from trainer.config import TrainConfig
+
+    text = settings_text()
+    assert DEFAULT_STAGES.read_text() == text, "run `avu settings > stages.yaml` after changing a setting"
+    assert CliRunner().invoke(app, ["settings"]).output == text
+    assert yaml.safe_load(text) == {"extract": None, "datasets": None, "train": None}   # no value written twice
+    stages = {**STAGES, "train": TrainConfig}
+    uncommented = tmp_path / "all.yaml"
+    uncommented.write_text(re.sub(r"^  # (\w+: .*?)([ \t]+# .*)?$", r"  \1", text, flags=re.M))
+    doc = yaml.safe_load(uncommented.read_text())
+    for stage, cls in stages.items():
+        assert set(doc[stage]) == {f.name for f in dataclasses.fields(cls)}, stage
+        assert load_stage(stage, uncommented, cls=cls) == cls() == load_stage(stage, cls=cls), stage
     assert load_stage("extract").clip_model == "ViT-L-14-quickgelu"   # the paper's CLIP
 
 

@@ -79,7 +79,7 @@ class TaskStore:
 
     task: str
     path: Path
-    T: int
+    T: int                                # seconds per clip (any-length store: its longest clip)
     visual_dim: int
     n_patches: int
     vocab_emb: np.ndarray                 # (V, D) float32
@@ -129,10 +129,11 @@ def open_task(task: str, path: Path | str) -> TaskStore:
             raise StoreError(f"{path}: no shared/{name}; extract it with `avu extract --dataset {task}`")
     patches = fs.group["patches"].shape
     valid = fs.shared("valid_ids").astype(np.int64) if "valid_ids" in shared and spec.class_tokens else None
-    ts = TaskStore(task, Path(path), int(attrs.get("T") or patches[1]), int(patches[-1]), int(patches[2]),
-                   fs.shared("vocab_emb").astype(np.float32), valid, list(attrs.get("classes", [])),
-                   fs.random_weights)
     done = fs.done()
+    # T: the clip length of a fixed-T store; of an any-length store (attrs T = 0), its longest done clip
+    T = int(attrs.get("T") if "T" in attrs else patches[1]) or int(max(fs.read("length", done).max(initial=1), 1))
+    ts = TaskStore(task, Path(path), T, int(patches[-1]), int(patches[2]), fs.shared("vocab_emb").astype(np.float32),
+                   valid, list(attrs.get("classes", [])), fs.random_weights)
     if spec.questions:
         clip = fs.shared("question_clip").astype(np.int64)
         split_names = list(attrs["question_splits"])
