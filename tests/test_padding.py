@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.test_model import VARIANTS, build, make_batch, run, tiny_config
+from tests.test_model import VARIANTS, assert_fused_matches_naive, build, make_batch, run, tiny_config
 from trainer.attention import attend, attention_impl, naive_attention, padding_mask, window_mask
 from trainer.model import prompt_gate
 
@@ -178,18 +178,5 @@ def test_prompt_gate_counts_real_tokens():
 @pytest.mark.parametrize("variant", ["ave", "avqa", "llp"])
 def test_fused_matches_naive_with_padding(variant):
     """Outputs and gradients of a padded batch agree between the two implementations."""
-    model = build(tiny_config(T=60))
     batch = pad_to(make_batch(variant, T=10, b=2), 16, [4, 10], seed=2)
-    results = {}
-    for impl in ("fused", "naive"):
-        model.zero_grad()
-        with attention_impl(impl):
-            out, loss = run(model, variant, batch)
-        loss.backward()
-        results[impl] = (out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
-    (out_f, g_f), (out_n, g_n) = results["fused"], results["naive"]
-    for k in out_f:
-        torch.testing.assert_close(out_f[k], out_n[k], **TOL, msg=k)
-    assert g_f.keys() == g_n.keys() and len(g_f) > 10
-    for n in g_f:
-        torch.testing.assert_close(g_f[n], g_n[n], **TOL, msg=n)
+    assert_fused_matches_naive(build(tiny_config(T=60)), variant, batch, 10, **TOL)
