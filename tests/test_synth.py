@@ -141,6 +141,9 @@ def test_vggss_scenes_a_flat_heatmap_fails_and_the_right_half_passes():
 def test_ave_labels_are_the_seconds_both_seen_and_heard(stores):
     fs, ds, _ = stores["ave"]
     for clip in ds.clips:
+        if clip.targets["video_label"] == 28:           # the all-background row: no event, no class
+            assert (clip.targets["labels"] == 28).all()
+            continue
         decoded = decode(clip.source, 10)
         cls = ds.classes[int(clip.targets["video_label"])]
         look = LOOKS[key(cls)]
