@@ -1,5 +1,6 @@
 """Tests of trainer.metrics: hand-worked cases for the easy-to-get-wrong rules, and each
-vectorised metric against a slow loop-based reference written from docs/benchmarks.md."""
+vectorised metric against a slow loop-based reference written from the official rules
+(../shared/docs/benchmarks.md, outside the repository)."""
 import json
 
 import cv2

@@ -55,6 +55,20 @@ def test_tasks_and_config():
         train_config(["bogus=1"])
 
 
+def test_tpm_scales_follow_the_longest_clip_trained_on(stores, tmp_path):
+    """The model's T (and so its TPM window scales) is the longest clip of the stores trained on:
+    AVSBench alone 5 s, with AVE 10 s, with MUSIC-AVQA its 12 s; the checkpoint records it."""
+    from trainer.data import open_tasks
+    from trainer.model import default_scales
+
+    for tasks, longest in (("avs-s4,avs-ms3", 5), ("ave,avs-s4", 10), ("ave,music-avqa", 12)):
+        mcfg = T.model_config(config(stores, f"tasks={tasks}"), open_tasks(tasks.split(","), stores))
+        assert mcfg.T == longest and mcfg.scales == default_scales(longest), tasks
+    assert default_scales(5) == (2, 4, 0) and default_scales(12) == (2, 4, 8, 0)
+    run = T.train(config(stores, "tasks=ave,music-avqa", "max_steps=1"), tmp_path / "run", quiet=True)
+    assert _weights(run)["model_config"]["T"] == 12
+
+
 def test_sampler_is_seeded_weighted_resumable_and_shards(stores):
     sizes = {"ave": 30, "llp": 30, "avss": 30}
     s = TaskSampler(sizes, 8, {"ave": 3, "llp": 1, "avss": 0}, seed=1)
