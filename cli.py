@@ -353,15 +353,13 @@ def train_config(overrides: list[str] | None = None, config: Path | None = None,
                  **flags) -> "TrainConfig":  # noqa: F821
     """Stage two's settings: stages.yaml's train section (or, resuming, the run's config.yaml) +
     key=value overrides + flags that are not None (--tasks, --stores)."""
-    import yaml
-
     from pipeline.config import build, load_stage, parse_overrides
     from trainer.config import TrainConfig
+    from trainer.rundir import recorded_settings
 
     values = {**parse_overrides(overrides or []), **{k: v for k, v in flags.items() if v is not None}}
     if resume_from is not None and (Path(resume_from) / "config.yaml").is_file():
-        saved = yaml.safe_load((Path(resume_from) / "config.yaml").read_text())
-        saved = {k: v for k, v in saved.items() if k != "name"}
+        saved = {k: v for k, v in recorded_settings(resume_from).items() if k != "name"}
         saved["tasks"] = ",".join(saved["tasks"]) if isinstance(saved["tasks"], list) else saved["tasks"]
         return build(TrainConfig, {**saved, **values}, f"{resume_from}/config.yaml")
     return load_stage("train", config, values, cls=TrainConfig)

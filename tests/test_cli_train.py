@@ -240,9 +240,14 @@ def test_a_second_ctrl_c_stops_at_once(stores, tmp_path, monkeypatch):
 
     monkeypatch.setattr(T, "BENCHMARKS", on_loss_call(3, ctrl_c_twice))
     run = tmp_path / "run"
-    result = CliRunner().invoke(app, ["train", "--out", str(run), "--tasks", "ave", "--stores", stores, "--quiet",
-                                      *TINY])
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)   # a terminal's Ctrl-C, whatever ran before
+    try:
+        result = CliRunner().invoke(app, ["train", "--out", str(run), "--tasks", "ave", "--stores", stores,
+                                          "--quiet", *TINY])
+        handler_after = signal.getsignal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert result.exit_code == 130, result.output
     assert says(result, f"interrupted: stopped at once; `avu train --out {run} --resume` continues")
     assert ckpt.load(run / "checkpoints" / "last.pt")["step"] == 2      # the validation at step 2, untouched
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # handlers given back
+    assert handler_after is signal.default_int_handler                  # handlers given back

@@ -103,6 +103,31 @@ def load_run(path: Path | str) -> Run:
                supervision, dict(d.get("stores", {})))
 
 
+def write_settings(out: Path, resolved: dict) -> None:
+    """config.yaml: the run's resolved settings (TrainConfig as a dict, tasks a list, name)."""
+    import yaml
+
+    (Path(out) / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+
+
+def recorded_settings(out: Path) -> dict:
+    """The settings a run's config.yaml records (a run resumed without a checkpoint, or with
+    the settings it was started with); FileNotFoundError / ValueError name the file."""
+    import yaml
+
+    path = Path(out) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{out}: nothing to resume (no checkpoints/last.pt and no config.yaml): "
+                                f"start the run without --resume")
+    try:
+        recorded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not readable YAML ({err})") from None
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("tasks"), list):
+        raise ValueError(f"{path}: not a run's config.yaml (no list of tasks)")
+    return recorded
+
+
 def read_config(run: Run) -> dict:
     """config.yaml as a dict ({} if absent)."""
     import yaml

@@ -52,7 +52,6 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import yaml
 
 from trainer import checkpoint as ckpt
 from trainer.attention import set_attention_impl
@@ -60,6 +59,7 @@ from trainer.config import TrainConfig
 from trainer.data import BatchDataset, TaskSampler, feature_stats, make_loader, open_tasks, resolve_tasks, to_device
 from trainer.evaluate import predict, score
 from trainer.model import ModelConfig
+from trainer.rundir import recorded_settings, write_settings
 from trainer.runtime import autocast, build_model, resolve_device, task_tensors
 from trainer.tasks import BENCHMARKS, HEADS
 
@@ -77,7 +77,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, name: str | None = 
     from_checkpoint = resume and last.is_file()
     recorded = None
     if resume and not from_checkpoint:   # stopped before its first checkpoint: start again, same settings
-        recorded = recorded_run(out)
+        recorded = recorded_settings(out)
         check_same_run(recorded, recorded["tasks"], cfg, tasks, str(out / "config.yaml"))
     stores = open_tasks(tasks, cfg.stores)
     tensors = {t: task_tensors(s, device) for t, s in stores.items()}
@@ -228,7 +228,7 @@ def start_run(out: Path, cfg: TrainConfig, tasks: list[str], stores: dict, name:
         raise FileExistsError(f"{out} already holds a run: --resume it or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     resolved = {"name": name, **dataclasses.asdict(cfg), "tasks": tasks}
-    (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    write_settings(out, resolved)
     write_run_json(out, name, tasks, stores, cfg)
     (out / "metrics.jsonl").write_text("")
 
@@ -244,21 +244,6 @@ def write_run_json(out: Path, name: str, tasks: list[str], stores: dict, cfg: Tr
         "name": name, "tasks": tasks, "random_weights": any(s.random_weights for s in stores.values()),
         "joint": len(tasks) > 1, "ave_supervision": cfg.ave_supervision,
         "stores": {t: str(s.path.resolve()) for t, s in stores.items()}}, indent=1))
-
-
-def recorded_run(out: Path) -> dict:
-    """The settings config.yaml records, for a run resumed without a checkpoint."""
-    path = out / "config.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{out}: nothing to resume (no checkpoints/last.pt and no config.yaml): "
-                                f"start the run without --resume")
-    try:
-        recorded = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not readable YAML ({err})") from None
-    if not isinstance(recorded, dict) or not isinstance(recorded.get("tasks"), list):
-        raise ValueError(f"{path}: not a run's config.yaml (no list of tasks)")
-    return recorded
 
 
 def restart_run(out: Path, stores: dict, recorded: dict, cfg: TrainConfig) -> None:
