@@ -147,19 +147,3 @@ def demo(out: Path = Path("demo"), scale: float = 1.0, steps: int = 4000, seed: 
                   + f"  total {time.perf_counter() - t0:.0f} s;  stores in {out / 'features'}, run in {run}")
     (run / "demo.json").write_text(json.dumps({"seconds": times, "summary": lines}, indent=1))
     return lines
-
-
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m trainer.demo", description=demo.__doc__)
-    p.add_argument("--out", type=Path, default=Path("demo"))
-    p.add_argument("--scale", type=float, default=1.0)
-    p.add_argument("--steps", type=int, default=4000)
-    p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
-    demo(a.out, a.scale, a.steps, a.seed)
-
-
-if __name__ == "__main__":
-    main()
