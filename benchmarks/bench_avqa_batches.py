@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from trainer.data import BatchDataset, TaskSampler, feature_stats, open_task, to_device  # noqa: E402
 from trainer.runtime import build_model, task_tensors  # noqa: E402
 from trainer.model import ModelConfig  # noqa: E402
-from trainer.tasks import BENCHMARKS, HEADS as TASKS  # noqa: E402
+from trainer.tasks import HEADS as TASKS  # noqa: E402
 
 
 def generated_store(root: Path, videos: int, per_video: int) -> Path:

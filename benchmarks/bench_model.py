@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from trainer.attention import attention_impl  # noqa: E402
 from trainer.model import AVUnified, ModelConfig  # noqa: E402
-from trainer.tasks import BENCHMARKS, HEADS as TASKS  # noqa: E402
+from trainer.tasks import HEADS as TASKS  # noqa: E402
 
 VARIANTS = {"ave": "ave", "llp": "llp", "vggss": "vggss", "s4": "avs", "avss": "avs", "avqa": "avqa"}
 N_CLASSES = {"ave": 29, "llp": 25, "avss": 71, "avqa": 42}

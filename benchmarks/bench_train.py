@@ -51,7 +51,7 @@ def make_fake_stores(root: Path, clips: int, dim: int, grid: int, mask: int) -> 
 
 
 def setup(a: argparse.Namespace, device: torch.device):
-    stores = open_tasks(list(tuple(BENCHMARKS)) if a.tasks == "all" else a.tasks.split(","), a.stores)
+    stores = open_tasks(list(BENCHMARKS) if a.tasks == "all" else a.tasks.split(","), a.stores)
     s = next(iter(stores.values()))
     sampler = TaskSampler({t: x.n("train") for t, x in stores.items()}, a.batch, dict.fromkeys(stores, 1.0), 0)
     mcfg = ModelConfig(d_model=a.d_model, n_heads=a.heads, d_ff=a.d_model, visual_dim=s.visual_dim,
