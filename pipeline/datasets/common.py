@@ -96,6 +96,8 @@ class Adapter:
     demo_clips: int                    # training clips `avu demo` synthesises (its `clips`)
     synth_silent: tuple[str, ...] = ()   # things the synthetic copy draws that are never heard
     synth_tiles: bool = False          # its objects are flat-coloured tiles, not shapes
+    hop: float = 1.0                   # seconds per feature step, the benchmark's default (the
+                                       # extract setting `hop` overrides it; dense tasks: 0.25)
 
 
 def need_file(path: Path, what: str) -> Path:
