@@ -82,7 +82,8 @@ class TaskStore:
     T: int                                # seconds per clip (any-length store: its longest clip)
     visual_dim: int
     n_patches: int
-    vocab_emb: np.ndarray                 # (V, D) float32
+    vocab_emb: np.ndarray                 # (V, D) float32; where its Benchmark says class_prompts,
+                                          # shared/class_emb (K, D): one row a class, in class order
     valid_ids: np.ndarray | None          # (K,) the task's class tokens (targets are positions in it);
                                           # None where its Benchmark has no class_tokens, even where
                                           # the store has them (S4)
@@ -129,10 +130,16 @@ def open_task(task: str, path: Path | str) -> TaskStore:
             raise StoreError(f"{path}: no shared/{name}; extract it with `avu extract --dataset {task}`")
     patches = fs.group["patches"].shape
     valid = fs.shared("valid_ids").astype(np.int64) if "valid_ids" in shared and spec.class_tokens else None
+    vocab = fs.shared("vocab_emb")
+    if spec.class_prompts:   # its head scores the class prompts: they take the vocabulary's place
+        if "class_emb" not in shared:
+            raise StoreError(f"{path}: no shared/class_emb (the class prompts' embeddings); extract it with "
+                             f"`avu extract --dataset {task}`")
+        vocab = fs.shared("class_emb")
     done = fs.done()
     # T: the clip length of a fixed-T store; of an any-length store (attrs T = 0), its longest done clip
     T = int(attrs.get("T") if "T" in attrs else patches[1]) or int(max(fs.read("length", done).max(initial=1), 1))
-    ts = TaskStore(task, Path(path), T, int(patches[-1]), int(patches[2]), fs.shared("vocab_emb").astype(np.float32),
+    ts = TaskStore(task, Path(path), T, int(patches[-1]), int(patches[2]), vocab.astype(np.float32),
                    valid, list(attrs.get("classes", [])), fs.random_weights)
     if spec.questions:
         clip = fs.shared("question_clip").astype(np.int64)
@@ -170,11 +177,14 @@ class TaskData:
     def __getstate__(self) -> dict:  # the store handle is not sent to loader processes
         return {**self.__dict__, "_fs": None, "_prompt": None}
 
+    hop = 1.0   # the store's seconds per step, read with the store
+
     @property
     def fs(self) -> FeatureStore:
         if self._fs is None:
             self._fs = FeatureStore(self.ts.path)
             self._prompt = self._fs.shared("task_emb")[prompt_row(self._fs, self.ts.task)]
+            self.hop = float(self._fs.attrs.get("hop", 1.0))   # stores older than the attribute: 1 s
         return self._fs
 
     def read(self, split: str, positions: np.ndarray) -> dict[str, np.ndarray]:
@@ -195,6 +205,7 @@ class TaskData:
             if name in batch:
                 batch[name] = batch[name].astype(np.int64)
         batch["length"] = batch["length"].astype(np.int64)      # (B,) the clips' seconds
+        batch["hop"] = np.full(len(samples), self.hop, np.float32)   # (B,) seconds per step (dense targets)
         if self.ts.questions:
             q = self.ts.questions
             batch["answer"] = q["answer"][samples]

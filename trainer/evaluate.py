@@ -136,6 +136,8 @@ def evaluate(path: Path, split: str = "test", tasks: list[str] | None = None, ch
         preds = predict(model, ts, split, dev, batch_size, workers, precision, state.get("feature_norm"))
         results[t] = score(t, preds, store_path) | {"checkpoint": str(ck)}
         write(path / "eval" / split, t, split, results[t], preds, run.random_weights or ts.random_weights)
+        if ts.spec.export is not None:   # dense: the official results JSON, for users
+            ts.spec.export(preds, FeatureStore(store_path), path / "eval" / split / f"{t}.results.json")
     return results
 
 
