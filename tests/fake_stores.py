@@ -80,8 +80,12 @@ def questions(fs, n: int, splits: dict, D: int, rng) -> None:
     fs.set_attrs(question_splits=["train", "val", "test"], question_types=AVQA_TYPES, answers=CLASSES["music-avqa"])
 
 
-def make_stores(root: Path, tasks=TASKS, n: int = 12, **shapes) -> str:
-    """Stores for `tasks` under root; returns the `stores` template ("<root>/{task}.zarr")."""
+def make_stores(root: Path, tasks=None, n: int = 12, **shapes) -> str:
+    """Stores for `tasks` (default: every benchmark) under root; returns the `stores` template
+    ("<root>/{task}.zarr")."""
+    from trainer.tasks import BENCHMARKS
+
+    tasks = tuple(BENCHMARKS) if tasks is None else tasks
     for t in tasks:
         make_store(root, t, n, **shapes)
     return str(root / "{task}.zarr")

@@ -122,11 +122,13 @@ def trivial_predictions(gt, names: np.ndarray, durations: np.ndarray, n_classes:
 # ----------------------------------------------------------------------------- scoring
 def _map(gt, pred, kind: str, rule: str, classes: list[str] | None, group: np.ndarray | None) -> tuple[dict, object]:
     """Metrics {"mAP@t": ..., "avg": ...} of pred against gt, over the classes in `group` (a (K,)
-    bool; None: all)."""
+    bool; None: all) that have events among gt."""
     from trainer.dense_metrics import detection_map
 
     keep_gt = np.ones(len(gt.label), bool) if group is None else group[gt.label]
-    keep_pred = np.ones(len(pred.label), bool) if group is None else group[pred.label]
+    # classes without events here are scored by neither rule: their predictions are left out
+    # (ActivityNet's evaluator would stop at them with a KeyError, UnAV's would mis-pool them)
+    keep_pred = np.isin(pred.label, np.unique(gt.label[keep_gt]))
     result = detection_map(_subset(gt, keep_gt, classes), _subset(pred, keep_pred, classes), thresholds(kind), rule)
     metrics = {threshold_key(t): float(m) for t, m in zip(result.thresholds, result.mAP)}
     return metrics | {"avg": float(result.average)}, result
