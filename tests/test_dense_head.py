@@ -173,19 +173,59 @@ def test_decode_a_hand_made_output():
 # ----------------------------------------------------------------------------- training
 def test_a_short_dense_run_finds_planted_events_far_above_chance(tmp_path):
     """UnAV-100-shaped fake store (4 classes, events carry their class's pattern, a quarter of
-    the clips audio-only): 150 steps on CPU; test avg mAP far above the trivial predictors'."""
+    the clips audio-only): 80 steps on CPU; test avg mAP far above the trivial predictors'."""
     from cli import train_config
     from trainer.evaluate import evaluate
     from trainer.train import train
 
-    make_dense_store(tmp_path, "unav100", n=48, steps=(24, 48), signal=3.0)
+    make_dense_store(tmp_path, "unav100", n=40, steps=(24, 48), signal=3.0, time_chunk=24)
     cfg = train_config(["d_model=32", "n_heads=2", "d_ff=32", "batch_size=8", "eval_batch_size=16", "workers=0",
-                        "lr=2e-3", "max_steps=150", "eval_every=150", "log_every=50", "tasks=unav100",
+                        "lr=2e-3", "max_steps=80", "eval_every=80", "log_every=40", "tasks=unav100",
                         f"stores={tmp_path}/{{task}}.zarr"])
     run = train(cfg, tmp_path / "run", quiet=True)
     result = evaluate(run, "test")["unav100"]
     m, chance = result["metrics"], result["chance"]
     assert set(m) == {k for k in BENCHMARKS["unav100"].metric_keys if not k.endswith("seen")}
-    print("DENSE-RUN", {k: round(v, 3) for k, v in m.items()}, {k: round(v, 3) for k, v in chance.items()})
-    assert m["avg"] > chance["avg"] + 0.3 and m["mAP@0.5"] > 0.5, (m, chance)
+
+    assert m["avg"] > chance["avg"] + 0.25 and m["mAP@0.5"] > 0.4, (m, chance)
     assert (run / "eval" / "test" / "unav100.results.json").is_file()
+
+
+def test_three_dense_benchmarks_jointly_desed_unvalidated_takes_last_pt(tmp_path):
+    """DESED has no val split: it trains, is never validated, and evaluation per task takes
+    last.pt for it (UniAV's choice), best-<task>.pt for the others. ActivityNet is scored by
+    class names; a predictions file rescored gives its JSON's numbers; the official results
+    JSON lists each clip's detections by class name."""
+    import json
+
+    from cli import train_config
+    from trainer.evaluate import evaluate
+    from trainer.rundir import load_run, read_log
+    from trainer.train import train
+
+    for task in DB_TASKS:
+        make_dense_store(tmp_path, task, n=12, steps=(16, 40))
+    cfg = train_config(["d_model=16", "n_heads=2", "d_ff=16", "batch_size=4", "workers=0", "max_steps=6",
+                        "eval_every=3", "log_every=3", f"tasks={','.join(DB_TASKS)}",
+                        f"stores={tmp_path}/{{task}}.zarr"])
+    run = train(cfg, tmp_path / "run", quiet=True)
+    records, _ = read_log(load_run(run))
+    assert {r["task"] for r in records if r["kind"] == "val"} == {"unav100", "activitynet"}
+    assert {r["task"] for r in records if r["kind"] == "train"} == set(DB_TASKS)
+    results = evaluate(run, "test", checkpoint="task")
+    assert results["desed"]["checkpoint"].endswith("last.pt")
+    assert results["unav100"]["checkpoint"].endswith("best-unav100.pt")
+    for task in DB_TASKS:
+        assert set(results[task]["metrics"]) <= set(BENCHMARKS[task].metric_keys)
+        assert 0 <= results[task]["metrics"]["avg"] <= 1 and results[task]["chance"]["avg"] > 0
+    assert len(results["activitynet"]["metrics"]) == 11         # 0.5:0.05:0.95 and avg
+    again = evaluate(run / "eval" / "test" / "activitynet.npz")["activitynet"]
+    assert again["metrics"] == pytest.approx(results["activitynet"]["metrics"])
+    doc = json.loads((run / "eval" / "test" / "activitynet.results.json").read_text())
+    classes = open_task("activitynet", tmp_path / "activitynet.zarr").classes
+    entries = [e for v in doc["results"].values() for e in v]
+    assert entries and {e["label"] for e in entries} <= set(classes)
+    assert all(0 <= e["segment"][0] <= e["segment"][1] for e in entries)
+
+
+DB_TASKS = ("unav100", "activitynet", "desed")

@@ -15,7 +15,8 @@ saved as float32.
 
 Decisions:
 - Which checkpoint: "best" (overall best by mean validation selection metric; last.pt when
-  no validation ran), "last", "task" (each task its own best-<task>.pt), or a path.
+  no validation ran), "last", "task" (each task its own best-<task>.pt; a task without a
+  validation split, VGG-SS or DESED, last.pt as UniAV), or a path.
 - chance = the best of a few trivial, input-blind predictors on THIS split, per metric (so
   it is a bar to clear, not a floor); each benchmark's score says which.
 """
@@ -94,12 +95,14 @@ def write(folder: Path, task: str, split: str, result: dict, preds: dict | None,
     return path
 
 
-def pick_checkpoint(run: Path, which: str, task: str | None = None) -> Path:
+def pick_checkpoint(run: Path, which: str, task: str | None = None, validated: bool = True) -> Path:
+    """`validated` False: the task was never validated (no val split: VGG-SS, DESED); "task"
+    then takes last.pt, the checkpoint UniAV evaluates, not one chosen by the other tasks."""
     folder = run / "checkpoints"
     if which not in ("best", "last", "task"):
         return Path(which)
     names = {"best": ["best.pt", "last.pt"], "last": ["last.pt"],
-             "task": [f"best-{task}.pt", "best.pt", "last.pt"]}[which]
+             "task": [f"best-{task}.pt", "best.pt", "last.pt"] if validated else ["last.pt"]}[which]
     for name in names:
         if (folder / name).is_file():
             return folder / name
@@ -116,9 +119,10 @@ def evaluate(path: Path, split: str = "test", tasks: list[str] | None = None, ch
     path = Path(path)
     if path.suffix == ".npz":
         return {task or path.stem: rescore(path, store, task)}
-    from trainer.rundir import load_run
+    from trainer.rundir import load_run, recorded_settings
 
     run = load_run(path)
+    val_split = recorded_settings(path).get("val_split", "val") if (path / "config.yaml").is_file() else "val"
     dev = resolve_device(device)
     results, models = {}, {}
     for t in tasks or run.tasks:
@@ -129,7 +133,7 @@ def evaluate(path: Path, split: str = "test", tasks: list[str] | None = None, ch
         if ts.n(split) == 0:
             results[t] = {"skipped_split": split}
             continue
-        ck = pick_checkpoint(path, checkpoint, t)
+        ck = pick_checkpoint(path, checkpoint, t, validated=ts.n(val_split) > 0)
         if ck not in models:
             models[ck] = load_model(ck, dev)
         model, state = models[ck]
