@@ -229,3 +229,49 @@ def test_three_dense_benchmarks_jointly_desed_unvalidated_takes_last_pt(tmp_path
 
 
 DB_TASKS = ("unav100", "activitynet", "desed")
+
+
+# ----------------------------------------------------------------------------- open set
+def test_holdout_masks_and_hidden_targets():
+    from trainer.tasks.holdout import hide_classes, holdout_mask, unknown_names
+
+    classes = ["Dog", "Cat", "Male speech, man speaking", "background"]
+    assert holdout_mask(0.0, classes, "ave", 0) is None
+    assert holdout_mask(["male speech man speaking"], classes, "ave", 0).tolist() == [False, False, True, False]
+    frac = holdout_mask(0.5, classes, "ave", 3)
+    assert frac.sum() == 2 and not frac[3]                       # background is never held out
+    assert np.array_equal(frac, holdout_mask(0.5, classes, "ave", 3))
+    assert unknown_names(["Dgo"], {"ave": classes}) == ["Dgo"]
+    hidden = np.array([True, False, False, False])
+    ave = hide_classes({"labels": torch.tensor([[0, 1, 3]]), "video_label": torch.tensor([0])}, hidden)
+    assert ave["labels"].tolist() == [[3, 1, 3]] and ave["video_label"].tolist() == [3]
+    llp = hide_classes({"video_labels": torch.ones(1, 4), "gt_audio": torch.ones(1, 4, 2)}, hidden)
+    assert llp["video_labels"].tolist() == [[0, 1, 1, 1]] and llp["gt_audio"][0, :, 0].tolist() == [0, 1, 1, 1]
+    # dense: the held-out class's events give no positive point
+    points = dense.make_points(20)
+    out = {"cls_logits": torch.zeros(1, len(points), 4), "points": points}
+    batch = {"segments": torch.tensor([[[1.0, 3.0], [2.0, 4.5]]]), "segment_labels": torch.tensor([[0, 2]]),
+             "hop": torch.tensor([0.25])}
+    cls, _ = dense.batch_targets(out, hide_classes(batch, hidden))
+    assert cls[..., 0].sum() == 0 and cls[..., 2].sum() > 0
+    assert dense.batch_targets(out, batch)[0][..., 0].sum() > 0
+
+
+def test_open_set_run_reports_seen_and_unseen_classes(tmp_path):
+    from cli import train_config
+    from trainer.evaluate import evaluate
+    from trainer.train import train
+
+    make_dense_store(tmp_path, "desed", n=16, steps=(16, 32))
+    held = open_task("desed", tmp_path / "desed.zarr").classes[1]
+    cfg = train_config(["d_model=16", "n_heads=2", "d_ff=16", "batch_size=4", "workers=0", "max_steps=3",
+                        "tasks=desed", f"stores={tmp_path}/{{task}}.zarr", f"holdout_classes=[{held}]"])
+    with pytest.raises(ValueError, match="no class of desed"):
+        train(train_config([f"stores={tmp_path}/{{task}}.zarr", "tasks=desed", "holdout_classes=[Dgo]"]),
+              tmp_path / "typo", quiet=True)
+    run = train(cfg, tmp_path / "run", quiet=True)
+    result = evaluate(run, "test")["desed"]
+    assert {"avg", "avg_seen", "avg_unseen", "mAP@0.5_unseen"} <= set(result["metrics"])
+    assert {"avg_seen", "avg_unseen"} <= set(result["chance"])
+    with np.load(run / "eval" / "test" / "desed.npz") as z:
+        assert z["unseen"].tolist() == [False, True, False, False]

@@ -17,6 +17,9 @@ Decisions:
 - Which checkpoint: "best" (overall best by mean validation selection metric; last.pt when
   no validation ran), "last", "task" (each task its own best-<task>.pt; a task without a
   validation split, VGG-SS or DESED, last.pt as UniAV), or a path.
+- Open-set runs (`holdout_classes` in config.yaml): the predictions carry `unseen` (K,), the
+  classes held out of training; a benchmark that reports them apart (the dense ones) scores
+  seen and unseen classes separately, chance too.
 - chance = the best of a few trivial, input-blind predictors on THIS split, per metric (so
   it is a bar to clear, not a floor); each benchmark's score says which.
 """
@@ -34,6 +37,7 @@ from trainer.data import BatchDataset, TaskStore, make_loader, open_task, split_
 from trainer.model import AVUnified
 from trainer.runtime import autocast, load_model, resolve_device, task_tensors
 from trainer.tasks import BENCHMARKS
+from trainer.tasks.holdout import holdout_mask, supports
 
 
 # ----------------------------------------------------------------------------- predict
@@ -122,7 +126,8 @@ def evaluate(path: Path, split: str = "test", tasks: list[str] | None = None, ch
     from trainer.rundir import load_run, recorded_settings
 
     run = load_run(path)
-    val_split = recorded_settings(path).get("val_split", "val") if (path / "config.yaml").is_file() else "val"
+    settings = recorded_settings(path) if (path / "config.yaml").is_file() else {}
+    val_split = settings.get("val_split", "val")
     dev = resolve_device(device)
     results, models = {}, {}
     for t in tasks or run.tasks:
@@ -138,6 +143,9 @@ def evaluate(path: Path, split: str = "test", tasks: list[str] | None = None, ch
             models[ck] = load_model(ck, dev)
         model, state = models[ck]
         preds = predict(model, ts, split, dev, batch_size, workers, precision, state.get("feature_norm"))
+        unseen = holdout_mask(settings.get("holdout_classes"), ts.classes, t, int(settings.get("seed", 0)))
+        if unseen is not None and supports(ts.spec.targets):   # open-set: scored seen / unseen apart
+            preds["unseen"] = unseen
         results[t] = score(t, preds, store_path) | {"checkpoint": str(ck)}
         write(path / "eval" / split, t, split, results[t], preds, run.random_weights or ts.random_weights)
         if ts.spec.export is not None:   # dense: the official results JSON, for users
