@@ -188,7 +188,7 @@ def test_a_short_dense_run_finds_planted_events_far_above_chance(tmp_path):
     assert set(m) == {k for k in BENCHMARKS["unav100"].metric_keys if not k.endswith("seen")}
 
     assert m["avg"] > chance["avg"] + 0.25 and m["mAP@0.5"] > 0.4, (m, chance)
-    assert (run / "eval" / "test" / "unav100.results.json").is_file()
+    assert (run / "eval" / "test" / "results" / "unav100.json").is_file()
 
 
 def test_three_dense_benchmarks_jointly_desed_unvalidated_takes_last_pt(tmp_path):
@@ -221,7 +221,7 @@ def test_three_dense_benchmarks_jointly_desed_unvalidated_takes_last_pt(tmp_path
     assert len(results["activitynet"]["metrics"]) == 11         # 0.5:0.05:0.95 and avg
     again = evaluate(run / "eval" / "test" / "activitynet.npz")["activitynet"]
     assert again["metrics"] == pytest.approx(results["activitynet"]["metrics"])
-    doc = json.loads((run / "eval" / "test" / "activitynet.results.json").read_text())
+    doc = json.loads((run / "eval" / "test" / "results" / "activitynet.json").read_text())
     classes = open_task("activitynet", tmp_path / "activitynet.zarr").classes
     entries = [e for v in doc["results"].values() for e in v]
     assert entries and {e["label"] for e in entries} <= set(classes)

@@ -11,7 +11,8 @@ level is are its Benchmark's (`predict`, `score`; trainer/tasks/).
 
 Predictions (eval/<split>/<task>.npz): the arrays of the benchmark's `predict` over the split,
 plus clip_index (N,) into the store, task and split as 0-d strings. Floating-point arrays are
-saved as float32.
+saved as float32. A benchmark with an `export` also writes eval/<split>/results/<task>.json
+(the dense ones: the official results layout, for the official tools).
 
 Decisions:
 - Which checkpoint: "best" (overall best by mean validation selection metric; last.pt when
@@ -148,8 +149,10 @@ def evaluate(path: Path, split: str = "test", tasks: list[str] | None = None, ch
             preds["unseen"] = unseen
         results[t] = score(t, preds, store_path) | {"checkpoint": str(ck)}
         write(path / "eval" / split, t, split, results[t], preds, run.random_weights or ts.random_weights)
-        if ts.spec.export is not None:   # dense: the official results JSON, for users
-            ts.spec.export(preds, FeatureStore(store_path), path / "eval" / split / f"{t}.results.json")
+        if ts.spec.export is not None:   # dense: the official results JSON, for users (its own
+            folder = path / "eval" / split / "results"   # folder: eval/<split>/*.json are eval JSONs)
+            folder.mkdir(exist_ok=True)
+            ts.spec.export(preds, FeatureStore(store_path), folder / f"{t}.json")
     return results
 
 

@@ -42,7 +42,7 @@ in steps). Padded steps never produce detections.
 from __future__ import annotations
 
 import math
-from functools import partial
+import zlib
 
 import numpy as np
 import torch
@@ -130,7 +130,16 @@ class Head(nn.Module):
     uses_patches = False
 
     def __init__(self, cfg: ModelConfig):
+        """Initialised from a stream of its own (the run's seed + a constant) inside fork_rng,
+        which leaves the global RNG as it was: the heads are built before the encoder, so
+        adding this head changes no other module's initial weights (runs of the other
+        benchmarks keep their numbers), as trainer/data.py task_seed keeps their batches."""
         super().__init__()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((torch.initial_seed() + zlib.crc32(b"dense head")) % 2 ** 63)
+            self._build(cfg)
+
+    def _build(self, cfg: ModelConfig) -> None:
         D = cfg.d_model
         self.fuse = nn.Linear(2 * D, D)
         self.fuse_norm = nn.LayerNorm(D)

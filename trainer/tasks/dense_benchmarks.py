@@ -199,7 +199,6 @@ def _benchmark(name: str, title: str, order: int, table_id: str, kind: str, rule
     def score_it(preds: dict, fs, chance: bool) -> dict:
         return score(preds, fs, chance, kind, rule)
 
-    score_it.__module__ = __name__
     return Benchmark(
         name=name, head="dense", targets=("segments", "segment_labels", "duration"), losses={FULL: dense.loss},
         predict=dense.make_predict(sigma), pred_keys=("det_segment", "det_score", "det_label"), score=score_it,
