@@ -152,12 +152,30 @@ def tile_texture(look: int) -> np.ndarray:
 TONE_LOOKS = int(math.log(5000 / 260) / math.log(1.09)) + 1   # looks whose steps stay below 5 kHz: 35
 
 
+def _tones() -> dict[int, float]:
+    """look -> Hz. Look k < TONE_LOOKS: 260 Hz * 1.09^k (~1.5 semitones apart, up to ~4.9 kHz).
+    Later looks (the dense benchmarks' new classes) take the half steps between those, dataset by
+    dataset (ADAPTERS order), each the lowest free one at least 8 % from every tone its dataset
+    already has; so no look's tone moves when a dataset is added, and none nears 8 kHz."""
+    out = {look: 260.0 * 1.09 ** look for look in LOOKS.values() if look < TONE_LOOKS}
+    free = [260.0 * 1.09 ** (m + 0.5) for m in range(TONE_LOOKS - 1)]
+    for a in ADAPTERS.values():
+        looks = sorted({LOOKS[key(n)] for n in a.synth_classes})
+        for look in looks:
+            if look in out:
+                continue
+            near = [out[m] for m in looks if m in out]
+            hz = next((f for f in free if all(abs(math.log(f / g)) >= math.log(1.08) for g in near)), free[0])
+            out[look] = hz
+            free.remove(hz)
+    return out
+
+
+_TONES = _tones()
+
+
 def tone_hz(look: int) -> float:
-    """~1.5 semitones apart from 260 Hz, the first TONE_LOOKS looks up to ~4.9 kHz; later looks
-    (the dense benchmarks' new classes) fall halfway between those steps, far below 8 kHz."""
-    if look < TONE_LOOKS:
-        return 260.0 * 1.09 ** look
-    return 260.0 * 1.09 ** ((look - TONE_LOOKS) % (TONE_LOOKS - 1) + 0.5)
+    return _TONES.get(look, 260.0 * 1.09 ** (look % TONE_LOOKS))
 
 
 def sound(look: int, seconds: np.ndarray, amp: float) -> np.ndarray:
@@ -335,10 +353,11 @@ def dense_events(rng, classes: list[str], duration: float, kinds: dict[str, floa
     pool = [str(c) for c in rng.choice(classes, min(4, len(classes)), replace=False)]
     names, weights = list(kinds), np.array(list(kinds.values()), float)
     out: list[DenseEvent] = []
-    for k in range(n):
+    for _ in range(n):
+        k = len(out)                                        # events placed so far
         kind = names[0] if k < 2 else str(rng.choice(names, p=weights / weights.sum()))
         for _ in range(50):
-            name = pool[1] if k == 1 else pool[int(rng.integers(len(pool)))]
+            name = pool[k] if k < 2 else pool[int(rng.integers(len(pool)))]
             length = float(rng.uniform(1.0, min(8.0, duration / 2)))
             if k == 1:
                 start = out[0].start + float(rng.uniform(0.2, 0.8)) * (out[0].end - out[0].start)

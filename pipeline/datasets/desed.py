@@ -153,10 +153,10 @@ def synth(out: Path, rng: np.random.Generator, clips: int) -> None:
             empty, short = stem == "validation" and k == 1, stem == "validation" and k == 0
             duration = 7.25 if short else 10.0
             _, audio, events = dense_clip(rng, SYNTH_CLASSES, duration, {"audio": 1.0}, video=False,
-                                          events=0 if empty else None, decimals=3)
+                                          events=0 if empty else None, decimals=3, run_to_end=short)
             write_wav(out / "audio" / AUDIO[stem] / name, audio)
             marks = [[f"{e.start:.3f}", f"{e.end:.3f}", e.name] for e in sorted(events, key=lambda e: e.start)]
-            if short:                                        # the official quirk: an event past the listed duration
+            if short:                     # the official quirk: the event running to the end marked past it
                 last = max(range(len(marks)), key=lambda i: float(marks[i][1]))
                 marks[last][1] = f"{duration + 0.115:.3f}"
             rows += [[name, *m] for m in marks] or [[name, "", "", ""]]
