@@ -1,4 +1,4 @@
-"""`avu synth`: a small, seeded mini-benchmark of all seven datasets in their official layouts.
+"""`avu synth`: a small, seeded mini-benchmark of all ten datasets in their official layouts.
 
     generate(out, seed=0, clips=16)   ->   out/<dataset>/...   (avu extract --dataset X --root out/X)
 
@@ -25,6 +25,18 @@ onsets and the scene (indoor = dark room, outdoor = sky). Within a dataset no tw
 a colour; VGG-SS tiles have 18 colours of their own. `clips` sets the train size per dataset
 (val and test get half; MUSIC-AVQA a quarter as many videos, 60 s each, and a quarter of those
 for val and test).
+
+The dense three (UnAV-100, ActivityNet, DESED; dense_clip below) are untrimmed clips of 10-60 s,
+80 % of them 10-20 s to keep the demo's extraction small (DESED: its official 10 s, one shorter),
+with 2-5 events of up to 4 classes, the first two overlapping, boundaries fractional (2 decimals;
+DESED 3). Their videos run at DENSE_FPS = 8 frames a second (an object is drawn in the frames whose
+middle lies in its seen events) and their sound is sample-accurate. An event is audio-visual,
+audio-only or visual-only, and each benchmark annotates by its own rule: UnAV-100 only the
+audio-visual ones, ActivityNet the seen ones (visual-only and audio-visual), DESED the heard ones
+(its files are audio-only .wav, so every sound is annotated). The unannotated kinds are the
+distractors a model must learn to leave out. Looks, colours and tones are given dataset by dataset
+in ADAPTERS order, so adding a dataset never changes those of the datasets before it (their files
+stay bit-identical); classes new to the dense sets take tones halfway between the older ones.
 """
 
 from __future__ import annotations

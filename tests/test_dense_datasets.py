@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline import synth
-from pipeline.datasets import ADAPTERS, DatasetError, class_prompts, load_dataset
+from pipeline.datasets import ADAPTERS, class_prompts, load_dataset
 from pipeline.datasets import activitynet, desed, unav100
 from pipeline.synth import LOOKS, SR, colour, dense_clip, generate, tone_hz
 from pipeline.vocab import key
