@@ -657,8 +657,12 @@ class FeatureStore:
         return self._measure(name, [i], [n])[0].tolist()
 
     def absent(self, i: int, names: list[str]) -> dict[str, object]:
-        """Records saying clip i has no chunk of arrays `names` (an audio-only clip's visual and
-        patches): (0, 0), one per time chunk; returned to the driver as write_clip's are."""
+        """Clip i has no chunk of arrays `names` (an audio-only clip's visual and patches): any
+        file there removed (--repair of a stray one), and records saying so, (0, 0) one per time
+        chunk, returned to the driver as write_clip's are."""
+        for name in names:
+            for k in range(self.time_chunks(name)):
+                self._chunk_file(name, i, k).unlink(missing_ok=True)
         return {name: [[NO_CHUNK, 0]] * self.time_chunks(name) if self.time_chunk(name) else (NO_CHUNK, 0)
                 for name in names}
 
