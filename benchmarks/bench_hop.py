@@ -67,9 +67,12 @@ def main() -> None:
         rows = {}
         for hop in (1.0, 0.25):
             for backend in ("decord", "ffmpeg"):
-                t = time.perf_counter()
-                steps = sum(decode(p, int(600 / hop), 16000, backend, pad=False, hop=hop).length for p in paths)
-                rows[f"decode only, {backend}"] = rows.get(f"decode only, {backend}", []) + [time.perf_counter() - t]
+                times = []
+                for _ in range(2):                      # the best of two: the first also reads the files in
+                    t = time.perf_counter()
+                    steps = sum(decode(p, int(600 / hop), 16000, backend, pad=False, hop=hop).length for p in paths)
+                    times.append(time.perf_counter() - t)
+                rows.setdefault(f"decode only, {backend}", []).append(min(times))
             best = float("inf")
             for r in range(args.repeats):
                 out = tmp / f"hop{hop}-{r}.zarr"
