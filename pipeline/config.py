@@ -32,6 +32,10 @@ class ExtractConfig:
                                      # every whole second of each video, unpadded (each clip its own length)
     max_seconds: int = 600           # T=0 only: a longer video is cut here, and counted and named in the
                                      # summary and the store
+    hop: dict = dataclasses.field(default_factory=dict)   # seconds per feature step by benchmark, e.g.
+                                     # {unav100: 0.5, videos: 0.25}; a benchmark left out takes its own (1;
+                                     # the dense ones 0.25), `videos` is --videos (1). T and max_seconds stay
+                                     # seconds; the store counts steps and records the hop
     sample_rate: int = 16000         # audio rate fed to VGGish
     decoder: str = "auto"            # auto (decord, then ffmpeg where decord fails) | decord | ffmpeg
     clip_model: str = "ViT-L-14-quickgelu"   # any open_clip model name (OpenAI weights need -quickgelu)

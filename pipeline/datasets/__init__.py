@@ -119,7 +119,8 @@ def extract_dataset(ds: Dataset, out: Path, cfg: ExtractConfig, on_results=None)
     splits = {s: [i for i, c in enumerate(clips) if s in c.splits] for s in ds.split_names()}
     attrs = {"dataset": ds.name, "task": ds.name, "splits": splits, "vocab": ds.vocab.as_attrs(),
              "quirks": dict(ds.quirks), "missing": len(missing)}
-    summary = run_extract([c.source for c in clips], [c.clip_id for c in clips], out, cfg, on_results, attrs)
+    summary = run_extract([c.source for c in clips], [c.clip_id for c in clips], out, cfg, on_results, attrs,
+                          task=ds.name)
     store = FeatureStore(out, mode="r+")
     write_targets(store, ds, clips, cfg)
     listing = missing_list(out)
