@@ -175,6 +175,10 @@ def _print_summary(summary, out: Path) -> None:
     table.add_row("audio shorter than picture", _count(summary.short_audio, "padded with silence"))
     table.add_row("picture shorter than audio", _count(summary.short_picture, "last frame repeated"))
     table.add_row("cut (longer than T or max_seconds)", _count(summary.cut, "the rest not kept"))
+    if summary.audio_only:
+        table.add_row("audio only (no picture)", str(summary.audio_only))
+    if summary.hop != 1:
+        table.add_row("feature step", f"{summary.hop:g} s")
     rate = summary.done / summary.seconds if summary.seconds else 0.0
     table.add_row("time", f"{summary.seconds:.1f} s ({rate:.2f} clips/s)")
     table.add_row("encoders", "[bold yellow]RANDOM WEIGHTS[/]" if summary.random_weights else "pretrained")
@@ -233,10 +237,11 @@ def info(
     seconds = f"T {attrs.get('T')}" if attrs.get("T") != 0 else \
         f"T 0 (each clip its own length, up to max_seconds {attrs.get('max_seconds')})"
     console.print(f"clips {len(fs)}: done {(status == DONE).sum()}, failed {(status == FAILED).sum()}, "
-                  f"pending {(status == 0).sum()}; {seconds}, fps {attrs.get('fps')}, "
+                  f"pending {(status == 0).sum()}; {seconds}, fps {attrs.get('fps')} (step {fs.hop:g} s), "
                   f"{attrs.get('sample_rate')} Hz, patch grid {attrs.get('patch_grid')}, "
                   f"encoders in {attrs.get('features', {}).get('precision', 'fp32')}")
     console.print(f"encoders: {enc}; avu {attrs.get('avu_version')}")
+    console.print(f"audio only (no picture; no visual chunks): {len(fs.audio_only())} done clips")
     _print_uneven(fs, status == DONE)
     cut = fs.cut
     limit = f"T {attrs.get('T')}" if attrs.get("T") else f"max_seconds {attrs.get('max_seconds')}"
@@ -279,7 +284,7 @@ def _print_uneven(fs, done) -> None:
     audio, visual = fs.read("audio_length", slice(None)), fs.read("visual_length", slice(None))
     known = done & (audio >= 0) & (visual >= 0)
     for label, which in (("audio shorter than picture", known & (audio < visual)),
-                         ("picture shorter than audio", known & (visual < audio))):
+                         ("picture shorter than audio", known & (visual < audio) & (visual > 0))):
         idx = np.flatnonzero(which)
         example = ", ".join(f"{fs.clip_ids[i]} (audio {audio[i]} s, picture {visual[i]} s)" for i in idx[:3])
         console.print(f"{label}: {len(idx)} clips" + (f", e.g. {example}" if len(idx) else ""))

@@ -32,6 +32,10 @@ class ExtractConfig:
                                      # every whole second of each video, unpadded (each clip its own length)
     max_seconds: int = 600           # T=0 only: a longer video is cut here, and counted and named in the
                                      # summary and the store
+    hop: dict = dataclasses.field(default_factory=dict)   # seconds per feature step by benchmark, e.g.
+                                     # {unav100: 0.5, videos: 0.25}; a benchmark left out takes its own (1;
+                                     # the dense ones 0.25), `videos` is --videos (1). T and max_seconds stay
+                                     # seconds; the store counts steps and records the hop
     sample_rate: int = 16000         # audio rate fed to VGGish
     decoder: str = "auto"            # auto (decord, then ffmpeg where decord fails) | decord | ffmpeg
     clip_model: str = "ViT-L-14-quickgelu"   # any open_clip model name (OpenAI weights need -quickgelu)
@@ -82,6 +86,15 @@ class DatasetsConfig:
     avss_folder: str = "."           # metadata.csv, label2idx.json, {v1s,v1m,v2}/<uid>/{frames,labels_rgb,audio.wav}
     music_avqa_annotations: str = "json_update"    # avqa-{train,val,test}.json (the train file is not public)
     music_avqa_videos: str = "MUSIC-AVQA/{id}.mp4"
+    unav100_annotations: str = "."   # unav100_annotations.json
+    unav100_videos: str = "videos"   # <id>.mp4 (or .mkv, .webm)
+    activitynet_annotations: str = "."   # activity_net.v1-3.min.json; else BSN's anet_anno_action.json +
+                                     # video_info_new.csv (+ action_name.csv); else sample_detection_prediction.json
+    activitynet_videos: str = "videos"   # v_<id>.mp4 or <id>.mp4 (or .mkv, .webm)
+    desed_annotations: str = "."     # validation.tsv, validation_durations.tsv, public.tsv (here or in DESED's
+                                     # metadata/validation/ and metadata/eval/ below it)
+    desed_audio: str = "audio"       # validation/<filename>, eval/public/<filename> (.wav; a video of the
+                                     # same stem beside it is taken instead)
 
 
 STAGES: dict[str, type] = {"extract": ExtractConfig, "datasets": DatasetsConfig}   # stage one's

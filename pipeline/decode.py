@@ -1,32 +1,43 @@
-"""Decoding: one frame per second (nearest the middle of the second) and 16 kHz mono audio.
+"""Decoding: one frame per feature step (nearest the middle of the step) and 16 kHz mono audio.
+
+Steps. The time axis is cut into steps of `hop` seconds (1 by default; 0.25 for the dense
+benchmarks): step k covers [k * hop, (k + 1) * hop). Its frame is the one shown at the step's
+middle, int((k + 0.5) * hop * fps); at hop = 1 that is frame int((t + 0.5) * fps) of second t,
+as always. Every count below (T, `length`, `audio_length`, `visual_length`, `source_seconds`)
+counts steps; at hop = 1 steps are seconds. `Decoded.audio` holds the steps' samples,
+T * hop * sample_rate of them; the encoder cuts each step's VGGish example from it
+(encoders.vggish_examples).
 
 Frames: decord first; ffmpeg (through ffmpeg-python) takes over where decord fails or is not
-installed. Both pick the same frame indices, int((t + 0.5) * fps), so frame t and audio second
-t always describe segment [t, t + 1). Audio: FFmpeg's resampler, through PyAV in this process
-(the ffmpeg command where PyAV fails), channels averaged here: decord's `mono=True` is not the
-channel mean (measured on the LLP sample: ~1.39x it) and its `mono=False` at 16 kHz gives
-NaNs.
+installed. Both pick the same frame indices, each frame decoded once in one pass through the
+file (decord reads forward from frame to frame; ffmpeg selects them with a `select` filter),
+so frame k and audio step k always describe step k. Where steps are shorter than frames
+(hop * fps < 1) neighbouring steps share a frame: it is decoded once and repeated. Audio:
+FFmpeg's resampler, through PyAV in this process (the ffmpeg command where PyAV fails),
+channels averaged here: decord's `mono=True` is not the channel mean (measured on the LLP
+sample: ~1.39x it) and its `mono=False` at 16 kHz gives NaNs.
 
-Seconds. A modality holds second t when it has content at the middle of that second, t + 0.5 s:
-the picture when frame int((t + 0.5) * fps) exists, the audio when sample int((t + 0.5) * sr)
-does. A partial second is therefore real when more than half of it is there (3.4 s of audio is
-3 seconds, 3.6 s is 4; the ~20 ms an AAC encoder adds to 3 s of sound make no fourth second).
-A modality shorter than one second that has any content has one second: a 0.4 s video gives
-its last frame as frame 0. Real content is always a prefix, so each modality's real seconds
-are one number: `visual_length` and `audio_length`.
-The clip's `length` is decided by the picture: its seconds are kept whatever the audio holds,
+A modality holds step k when it has content at the middle of that step: the picture when
+frame int((k + 0.5) * hop * fps) exists, the audio when sample int((k + 0.5) * hop * sr)
+does. A partial step is therefore real when more than half of it is there (at hop = 1: 3.4 s
+of audio is 3 seconds, 3.6 s is 4; the ~20 ms an AAC encoder adds to 3 s of sound make no
+fourth second). A modality shorter than one step that has any content has one step: a 0.4 s
+video gives its last frame as frame 0. Real content is always a prefix, so each modality's
+real steps are one number: `visual_length` and `audio_length`.
+The clip's `length` is decided by the picture: its steps are kept whatever the audio holds,
 and audio missing from them is silence (3 s of audio in a 10 s video: length 10, audio_length
-3). Audio that goes on past the last frame is kept, up to T seconds, and counted in
-`audio_length`, but it does not lengthen the clip: those seconds have no frame of their own
-(this is what `length` always was there). `length` was min(picture seconds, audio seconds
-rounded up); it differs only where the audio ends before the picture's last second begins.
-Everything is padded to T seconds: the last real frame repeated, silence appended.
+3). Audio that goes on past the last frame is kept, up to T steps, and counted in
+`audio_length`, but it does not lengthen the clip: those steps have no frame of their own.
+Everything is padded to T steps: the last real frame repeated, silence appended.
 
-Any length (pad=False; `avu extract T=0`): T is only a cap (max_seconds). The clip keeps its
-`length` seconds, nothing is padded, and audio is kept for those seconds only: audio past the
+Audio-only sources (a `.wav` path, DESED): no picture. `length` = `audio_length` (the sound
+decides), `visual_length` = 0, `frames` is empty and `audio_only` is set.
+
+Any length (pad=False; `avu extract T=0`): T is only a cap (max_seconds / hop). The clip keeps
+its `length` steps, nothing is padded, and audio is kept for those steps only: audio past the
 last frame has no frame to go with and is not stored (audio_length <= length there). Either
-way `source_seconds` is the picture's seconds in the whole file, uncapped, so a clip cut at T
-is known (the extract summary and the store say so).
+way `source_seconds` is the picture's steps in the whole file (the sound's, for an audio-only
+source), uncapped, so a clip cut at T is known (the extract summary and the store say so).
 """
 
 from __future__ import annotations
@@ -48,53 +59,78 @@ except ImportError:  # pragma: no cover - depends on the install
     av = None
 
 
-LONG_SELECT = 100    # seconds past which ffmpeg selects frames by a formula, not a list (frames_ffmpeg)
+LONG_SELECT = 100    # steps past which ffmpeg selects frames by a formula, not a list (frames_ffmpeg)
+AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus"}   # sources with sound only (DESED)
 
 
 class DecodeError(RuntimeError):
-    """A file could not be decoded into the frames and audio T seconds need."""
+    """A file could not be decoded into the frames and audio T steps need."""
 
 
 @dataclass
 class Decoded:
-    frames: np.ndarray   # (T, H, W, 3) uint8, padded by repeating the last real frame
-    audio: np.ndarray    # (T * sample_rate,) float32 mono, zero-padded
-    length: int          # the clip's seconds: the picture's (module docstring)
-    backend: str         # what decoded the frames: "decord", "ffmpeg" or "images"
-    audio_length: int    # seconds 0..audio_length-1 hold real audio, the rest silence
-    visual_length: int   # seconds 0..visual_length-1 hold their own frame, the rest repeat it
-    source_seconds: int = 0   # the picture's seconds in the whole file (> length: cut at T)
+    frames: np.ndarray   # (T, H, W, 3) uint8, padded by repeating the last real frame; (0, 1, 1, 3): audio only
+    audio: np.ndarray    # (T * hop * sample_rate,) float32 mono, zero-padded
+    length: int          # the clip's steps: the picture's (the sound's where there is no picture)
+    backend: str         # what decoded the frames: "decord", "ffmpeg", "images" or "audio" (none)
+    audio_length: int    # steps 0..audio_length-1 hold real audio, the rest silence
+    visual_length: int   # steps 0..visual_length-1 hold their own frame, the rest repeat it; 0: no picture
+    source_seconds: int = 0   # the picture's steps in the whole file (> length: cut at T)
+    steps: int = 0       # steps held (T, or `length` unpadded): rows of every feature
+    audio_only: bool = False
 
 
-def frame_indices(T: int, fps: float) -> list[int]:
-    """Index of the frame nearest the middle of each second t = 0..T-1."""
-    return [int((t + 0.5) * fps) for t in range(T)]
+def step_samples(hop: float, sr: int) -> int:
+    """Audio samples in one step; a step must hold a whole number of them."""
+    n = hop * sr
+    if hop <= 0 or abs(n - round(n)) > 1e-6:
+        raise ValueError(f"hop {hop} s is {n:g} samples at {sr} Hz: a step must be a positive whole number of samples")
+    return int(round(n))
 
 
-def picture_seconds(n_frames: int, fps: float) -> int:
-    """Seconds t whose middle frame int((t + 0.5) * fps) exists, uncapped; 1 for any shorter video."""
+def frame_indices(T: int, fps: float, hop: float = 1.0) -> list[int]:
+    """Index of the frame shown at the middle of each step k = 0..T-1, (k + 0.5) * hop seconds."""
+    return [int((k + 0.5) * hop * fps) for k in range(T)]
+
+
+def picture_seconds(n_frames: int, fps: float, hop: float = 1.0) -> int:
+    """Steps k whose middle frame int((k + 0.5) * hop * fps) exists, uncapped; 1 for any shorter video."""
     if n_frames <= 0 or fps <= 0:
         return 0
-    t = int(n_frames / fps) + 2
-    while t > 0 and int((t - 0.5) * fps) >= n_frames:     # second t - 1 has no middle frame
+    t = int(n_frames / (hop * fps)) + 2
+    while t > 0 and int((t - 0.5) * hop * fps) >= n_frames:     # step t - 1 has no middle frame
         t -= 1
     return max(t, 1)
 
 
-def audio_seconds(n_samples: int, sr: int, T: int) -> int:
-    """Seconds t < T whose middle sample int((t + 0.5) * sr) exists; 1 for any shorter sound."""
-    n = sum(1 for t in range(T) if int((t + 0.5) * sr) < n_samples)
+def audio_seconds(n_samples: int, sr: int, T: int, hop: float = 1.0) -> int:
+    """Steps k < T whose middle sample int((k + 0.5) * hop * sr) exists; 1 for any shorter sound."""
+    n = sum(1 for k in range(T) if int((k + 0.5) * hop * sr) < n_samples)
     return max(n, 1) if n_samples > 0 and T > 0 else n
 
 
-def shortfall(audio_length: int, visual_length: int) -> str:
-    """How a clip's audio and picture differ in real seconds, in words; "" where they agree."""
+def _unique_frames(wanted: list[int]) -> tuple[list[int], np.ndarray]:
+    """The distinct indices of `wanted` (non-decreasing), and where each wanted frame is among them."""
+    unique = sorted(set(wanted))
+    return unique, np.searchsorted(unique, wanted)
+
+
+def _expand(frames: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """Frames of the distinct indices -> one per step: repeated where steps share a frame, cut
+    where the file ended before a step's frame."""
+    where = where[where < len(frames)]
+    return frames if len(where) == len(frames) and np.array_equal(where, np.arange(len(frames))) else frames[where]
+
+
+def shortfall(audio_length: int, visual_length: int, hop: float = 1.0) -> str:
+    """How a clip's audio and picture differ in real steps, in words (seconds); "" where they agree."""
+    unit = "seconds" if hop == 1 else "steps"
     if audio_length < visual_length:
-        return (f"audio {audio_length} s, picture {visual_length} s: "
-                f"seconds {audio_length}-{visual_length - 1} padded with silence")
+        return (f"audio {audio_length * hop:g} s, picture {visual_length * hop:g} s: "
+                f"{unit} {audio_length}-{visual_length - 1} padded with silence")
     if visual_length < audio_length:
-        return (f"picture {visual_length} s, audio {audio_length} s: "
-                f"seconds {visual_length}-{audio_length - 1} repeat the last frame")
+        return (f"picture {visual_length * hop:g} s, audio {audio_length * hop:g} s: "
+                f"{unit} {visual_length}-{audio_length - 1} repeat the last frame")
     return ""
 
 
@@ -185,50 +221,58 @@ def _channel_mean(samples: np.ndarray, channels: int) -> np.ndarray:
     return samples[: samples.size // channels * channels].reshape(-1, channels).mean(axis=1)
 
 
-def frames_decord(path: Path, T: int) -> tuple[np.ndarray, int]:
-    """The frames of seconds t < T, and the picture's seconds in the whole file."""
+def frames_decord(path: Path, T: int, hop: float = 1.0) -> tuple[np.ndarray, int]:
+    """The frames of steps k < T, and the picture's steps in the whole file. get_batch reads
+    forward from one wanted frame to the next (seeking only across keyframes ahead): one pass."""
     if decord is None:
         raise DecodeError("decord is not installed")
     vr = decord.VideoReader(str(path), num_threads=1)
     n_frames, fps = len(vr), vr.get_avg_fps()
     if not fps or fps <= 0:
         raise DecodeError(f"{path}: container reports no frame rate")
-    wanted = [i for i in frame_indices(T, fps) if i < n_frames]
+    wanted = [i for i in frame_indices(T, fps, hop) if i < n_frames]
     if not wanted and n_frames > 0 and T > 0:
-        wanted = [n_frames - 1]                  # shorter than one second: its last frame
-    frames = vr.get_batch(wanted).asnumpy() if wanted else np.zeros((0, 1, 1, 3), np.uint8)
-    if len(frames) != len(wanted):
-        raise DecodeError(f"{path}: asked decord for {len(wanted)} frames, got {len(frames)}")
-    return frames, picture_seconds(n_frames, fps)
+        wanted = [n_frames - 1]                  # shorter than one step: its last frame
+    unique, where = _unique_frames(wanted)
+    frames = vr.get_batch(unique).asnumpy() if unique else np.zeros((0, 1, 1, 3), np.uint8)
+    if len(frames) != len(unique):
+        raise DecodeError(f"{path}: asked decord for {len(unique)} frames, got {len(frames)}")
+    return _expand(frames, where), picture_seconds(n_frames, fps, hop)
 
 
-def frames_ffmpeg(path: Path, T: int, info: dict) -> tuple[np.ndarray, int]:
-    """The frames of seconds t < T, and the picture's seconds in the whole file (from the frame
-    count the container states, else its duration)."""
+def frames_ffmpeg(path: Path, T: int, info: dict, hop: float = 1.0) -> tuple[np.ndarray, int]:
+    """The frames of steps k < T, and the picture's steps in the whole file (from the frame
+    count the container states, else its duration). One ffmpeg pass; a select filter keeps
+    each wanted frame once."""
     video = next(s for s in info["streams"] if s["codec_type"] == "video")
     fps, w, h = _rate(video), int(video["width"]), int(video["height"])
     if fps <= 0:
         raise DecodeError(f"{path}: container reports no frame rate")
+    indices = frame_indices(T, fps, hop)
+    unique, where = _unique_frames(indices)
     # select exactly decord's indices (fps=1 or -r 1 pick other frames); ffmpeg-python escapes ','
-    pick = "+".join(f"eq(n,{i})" for i in frame_indices(T, fps))
+    pick = "+".join(f"eq(n,{i})" for i in unique)
     if T > LONG_SELECT:
-        # ffmpeg cannot parse hundreds of terms. int((t + 0.5) * fps) = n needs n / fps - 0.5 <= t <
-        # (n + 1) / fps - 0.5: at fps >= 1 only t = ceil(n / fps - 0.5); its neighbours too, for rounding
-        f, t = repr(fps), f"ceil(n/{fps!r}-0.5)"
-        terms = "+".join(f"eq(n,trunc(({t}{d}+0.5)*{f}))" for d in ("-1", "", "+1"))
-        pick = f"({terms})*lte(n,{frame_indices(T, fps)[-1]})"
+        # ffmpeg cannot parse hundreds of terms. int((k + 0.5) * hop * fps) = n needs k >= n / (hop * fps)
+        # - 0.5: the first such k is ceil(n / (hop * fps) - 0.5), and n is picked iff it maps to n;
+        # its neighbours too, for rounding
+        # (where steps are shorter than frames two neighbours can pick one frame: gt(..., 0) keeps it once)
+        k = f"ceil(n/{hop * fps!r}-0.5)"
+        terms = "+".join(f"eq(n,trunc(({k}{d}+0.5)*{hop!r}*{fps!r}))" for d in ("-1", "", "+1"))
+        pick = f"gt({terms},0)*lte(n,{indices[-1]})"
     frames = _ffmpeg_frames(path, w, h, select=pick)
     if len(frames) == 0 and T > 0:
-        # fewer frames than the first index: shorter than one second; its last frame, as decord
-        frames = _ffmpeg_frames(path, w, h, vframes=frame_indices(1, fps)[0] + 1)[-1:]
+        # fewer frames than the first index: shorter than one step; its last frame, as decord
+        frames, where = _ffmpeg_frames(path, w, h, vframes=indices[0] + 1)[-1:], np.zeros(1, np.int64)
     # a truncated file makes ffmpeg exit 0 with fewer frames: compare with what it claims
     duration = float(info.get("format", {}).get("duration") or 0.0)
-    claimed = sum(1 for i in frame_indices(T, fps) if i < duration * fps - 1)
+    claimed = sum(1 for i in unique if i < duration * fps - 1)
     if len(frames) < claimed - 1:
         raise DecodeError(f"{path}: truncated or corrupt: container claims {duration:.2f} s, "
                           f"decoded only {len(frames)} of {claimed} frames")
     stated = int(video.get("nb_frames") or 0) or int(round(duration * fps))
-    return frames, max(picture_seconds(stated, fps), len(frames))
+    frames = _expand(frames, where)
+    return frames, max(picture_seconds(stated, fps, hop), len(frames))
 
 
 def _ffmpeg_frames(path: Path, w: int, h: int, select: str | None = None, **output) -> np.ndarray:
@@ -245,72 +289,108 @@ def _ffmpeg_frames(path: Path, w: int, h: int, select: str | None = None, **outp
     return frames[: frames.size // (h * w * 3) * (h * w * 3)].reshape(-1, h, w, 3)
 
 
-def decode_images(frames: list, audio: Path, T: int, sr: int = 16000, pad: bool = True) -> Decoded:
-    """A clip given as one image per second (AVSBench) plus an audio file."""
+def decode_images(frames: list, audio: Path, T: int, sr: int = 16000, pad: bool = True,
+                  hop: float = 1.0) -> Decoded:
+    """A clip given as one image per second (AVSBench) plus an audio file; step k shows image
+    int((k + 0.5) * hop) (image k at hop = 1)."""
     from PIL import Image
 
     audio = Path(audio)
-    for p in [*map(Path, frames[:T]), audio]:
+    unique, where = _unique_frames([i for i in frame_indices(T, 1.0, hop) if i < len(frames)])
+    for p in [*(Path(frames[i]) for i in unique), audio]:
         if not p.is_file():
             raise DecodeError(f"{p}: no such file")
     try:
-        imgs = [np.asarray(Image.open(p).convert("RGB")) for p in frames[:T]]
+        imgs = [np.asarray(Image.open(frames[i]).convert("RGB")) for i in unique]
     except OSError as err:
         raise DecodeError(f"{err}") from None
     if len({im.shape for im in imgs}) > 1:
         raise DecodeError(f"{frames[0]}: frames of one clip differ in size")
     samples = read_audio(audio, sr)
-    stack = np.stack(imgs) if imgs else np.zeros((0, 1, 1, 3), np.uint8)
-    return _pad(stack, samples, T, sr, audio, "images", len(frames), pad)
+    stack = _expand(np.stack(imgs), where) if imgs else np.zeros((0, 1, 1, 3), np.uint8)
+    return _pad(stack, samples, T, sr, audio, "images", picture_seconds(len(frames), 1.0, hop), pad, hop)
+
+
+def decode_audio(path: Path, T: int, sr: int = 16000, pad: bool = True, hop: float = 1.0) -> Decoded:
+    """An audio-only source (DESED's .wav): its sound's steps decide the clip; no frames."""
+    path = _existing(path)
+    audio = read_audio(path, sr)
+    if audio.size == 0:
+        raise DecodeError(f"{path}: no audio samples decoded")
+    H = step_samples(hop, sr)
+    whole = audio_seconds(audio.size, sr, audio.size // H + 2, hop)    # the sound's steps, uncapped
+    if not pad:
+        T = min(T, whole)
+    n_audio = min(T, whole)
+    audio = audio[: T * H].astype(np.float32, copy=False)
+    if audio.size < T * H:
+        audio = np.pad(audio, (0, T * H - audio.size))
+    return Decoded(np.zeros((0, 1, 1, 3), np.uint8), audio, n_audio, "audio", n_audio, 0, whole, T, True)
 
 
 def _pad(frames: np.ndarray, audio: np.ndarray, T: int, sr: int, path: Path, used: str,
-         source_seconds: int, pad: bool = True) -> Decoded:
+         source_seconds: int, pad: bool = True, hop: float = 1.0) -> Decoded:
     if len(frames) == 0:
         raise DecodeError(f"{path}: no video frames decoded ({used})")
     if audio.size == 0:
         raise DecodeError(f"{path}: no audio samples decoded")
-    if not pad:                              # any length: the clip's own seconds, T only a cap
+    if not pad:                              # any length: the clip's own steps, T only a cap
         T = min(T, len(frames))
-    n_video, n_audio = min(T, len(frames)), audio_seconds(audio.size, sr, T)
+    H = step_samples(hop, sr)
+    n_video, n_audio = min(T, len(frames)), audio_seconds(audio.size, sr, T, hop)
     frames = frames[:T]
     if n_video < T:
         frames = np.concatenate([frames, np.repeat(frames[-1:], T - n_video, axis=0)])
-    audio = audio[: T * sr].astype(np.float32, copy=False)
-    if audio.size < T * sr:
-        audio = np.pad(audio, (0, T * sr - audio.size))
-    # the picture decides the clip's seconds; audio missing from them is the silence just appended
+    audio = audio[: T * H].astype(np.float32, copy=False)
+    if audio.size < T * H:
+        audio = np.pad(audio, (0, T * H - audio.size))
+    # the picture decides the clip's steps; audio missing from them is the silence just appended
     return Decoded(np.ascontiguousarray(frames), audio, n_video, used, n_audio, n_video,
-                   max(source_seconds, n_video))
+                   max(source_seconds, n_video), T)
 
 
-def decode_source(source, T: int, sr: int = 16000, backend: str = "auto", pad: bool = True) -> Decoded:
-    """A source is a video path, or {"frames": [image paths, one per second], "audio": path}."""
+def is_audio_only(source) -> bool:
+    """A source with sound only: a path to an audio file (AUDIO_SUFFIXES)."""
+    return not isinstance(source, dict) and Path(source).suffix.lower() in AUDIO_SUFFIXES
+
+
+def decode_source(source, T: int, sr: int = 16000, backend: str = "auto", pad: bool = True,
+                  hop: float = 1.0) -> Decoded:
+    """A source is a video path, an audio path (.wav: audio only), or {"frames": [image paths,
+    one per second], "audio": path}. T counts steps of `hop` seconds."""
     if isinstance(source, dict):
-        return decode_images(source["frames"], source["audio"], T, sr, pad)
-    return decode(source, T, sr, backend, pad)
+        return decode_images(source["frames"], source["audio"], T, sr, pad, hop)
+    if is_audio_only(source):
+        return decode_audio(source, T, sr, pad, hop)
+    return decode(source, T, sr, backend, pad, hop)
 
 
-def decode(path: Path, T: int, sr: int = 16000, backend: str = "auto", pad: bool = True) -> Decoded:
-    """Frames and audio of the first T seconds of `path` (padded to T; pad=False: only the
-    seconds there are, at most T); raises DecodeError naming the file."""
+def _existing(path: Path) -> Path:
     path = Path(path)
-    if backend not in ("auto", "decord", "ffmpeg"):
-        raise ValueError(f"unknown decoder {backend!r}: auto, decord or ffmpeg")
     if not path.is_file():
         raise DecodeError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise DecodeError(f"{path}: empty file (0 bytes)")
+    return path
+
+
+def decode(path: Path, T: int, sr: int = 16000, backend: str = "auto", pad: bool = True,
+           hop: float = 1.0) -> Decoded:
+    """Frames and audio of the first T steps of `path` (padded to T; pad=False: only the
+    steps there are, at most T); raises DecodeError naming the file."""
+    if backend not in ("auto", "decord", "ffmpeg"):
+        raise ValueError(f"unknown decoder {backend!r}: auto, decord or ffmpeg")
+    path = _existing(path)
     audio = read_audio(path, sr)            # raises "no audio track" where there is none
     if backend != "ffmpeg":
         try:
-            frames, seconds = frames_decord(path, T)
-            return _pad(frames, audio, T, sr, path, "decord", seconds, pad)
+            frames, seconds = frames_decord(path, T, hop)
+            return _pad(frames, audio, T, sr, path, "decord", seconds, pad, hop)
         except Exception as err:  # decord raises bare RuntimeErrors (DECORDError) of many kinds
             if backend == "decord":
                 raise DecodeError(f"{path}: decord failed: {str(err)[:300]}") from None
     info = _probe(path)
     if not any(s["codec_type"] == "video" for s in info.get("streams", [])):
         raise DecodeError(f"{path}: no video stream")
-    frames, seconds = frames_ffmpeg(path, T, info)
-    return _pad(frames, audio, T, sr, path, "ffmpeg", seconds, pad)
+    frames, seconds = frames_ffmpeg(path, T, info, hop)
+    return _pad(frames, audio, T, sr, path, "ffmpeg", seconds, pad, hop)

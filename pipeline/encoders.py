@@ -2,11 +2,16 @@
 
 CLIP gives, per frame, the projected [CLS] embedding and the patch tokens projected into the
 same joint space (optionally average-pooled to a g x g grid), and text embeddings for prompts,
-questions and the vocabulary. VGGish gives one 128-d embedding per 1-second segment: the
-waveform is cut into 1-second pieces and each piece gives one 96 x 64 log-mel example, so
-audio feature t belongs to segment t (torchvggish's own 0.96 s framing drifts). The log-mel
-is computed here in torch, batched, on the encoder's device; it matches torchvggish's numpy
-code (tests/test_encoders.py).
+questions and the vocabulary. VGGish gives one 128-d embedding per feature step (`hop`
+seconds; decode.py): each step gets its own 96 x 64 log-mel example, so audio feature k belongs
+to step k (torchvggish's own 0.96 s framing drifts). The example of step k is cut from the
+clip's samples starting 0.5 s before the step's middle, (k + 0.5) * hop - 0.5 seconds, zeros
+before the clip's first sample and past its last. At hop = 1 that is exactly the first 0.96 s
+of second k, as avu always did (features bit-identical); at every hop the example's 96 frames
+span [middle - 0.5, middle + 0.475) s, centred 12.5 ms before the step's middle (a strictly
+centred example would start 200 samples later; one rule for every hop keeps hop = 1 as it
+was). The log-mel is computed here in torch, batched, on the encoder's device; it matches
+torchvggish's numpy code (tests/test_encoders.py).
 """
 
 from __future__ import annotations
@@ -191,10 +196,33 @@ def log_mel(wave: torch.Tensor, sample_rate: int = 16000) -> torch.Tensor:
     return torch.log(mel + 0.01)
 
 
-def vggish_examples(audio: torch.Tensor, T: int, sample_rate: int = 16000) -> torch.Tensor:
-    """(B, T * sr) -> (B * T, 1, 96, 64): one example from each 1-second piece."""
-    pieces = audio.reshape(-1, T, sample_rate).reshape(-1, sample_rate)   # (B*T, sr)
-    return log_mel(pieces, sample_rate)[:, :_EXAMPLE_FRAMES, None].transpose(1, 2)
+def example_windows(audio: torch.Tensor, T: int, sample_rate: int = 16000, hop: float = 1.0) -> torch.Tensor:
+    """(B, T * hop * sr) -> (B * T, sr): the samples each step's example is cut from, one second
+    starting 0.5 s before the step's middle (zeros outside the clip). A strided view of the
+    padded audio; at hop = 1 exactly the clip's 1-second pieces."""
+    from .decode import step_samples
+
+    H = step_samples(hop, sample_rate)
+    start = (H - sample_rate) // 2                 # example 0 starts here: 0 at hop = 1, -0.375 s at 0.25
+    need = start + (T - 1) * H + sample_rate       # one past the last example's last sample
+    left, right = max(0, -start), max(0, need - audio.shape[-1])
+    if left or right:
+        audio = F.pad(audio, (left, right))
+    audio = audio[..., max(0, start):]
+    return audio.unfold(-1, sample_rate, H)[:, :T].reshape(-1, sample_rate)
+
+
+def vggish_examples(audio: torch.Tensor, T: int, sample_rate: int = 16000, hop: float = 1.0) -> torch.Tensor:
+    """(B, T * hop * sr) -> (B * T, 1, 96, 64): one example for each step (example_windows)."""
+    return _examples(example_windows(audio, T, sample_rate, hop), sample_rate)
+
+
+def _examples(windows: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    return log_mel(windows, sample_rate)[:, :_EXAMPLE_FRAMES, None].transpose(1, 2)
+
+
+MEL_ROWS = 1024   # examples whose log-mel is computed together: a 10-min clip at 0.25 s is 2400 (~1.2 GB
+                  # at once); no batch of a hop = 1 store reaches it (a 600 s clip is 600 examples)
 
 
 class VGGishEncoder:
@@ -216,12 +244,16 @@ class VGGishEncoder:
             self.net = self.net.to(self.dtype)
 
     @torch.inference_mode()
-    def __call__(self, audio: torch.Tensor, T: int, sample_rate: int = 16000, batch: int = 128) -> torch.Tensor:
-        """(B, T * sr) float32 -> (B, T, 128)."""
-        examples = vggish_examples(audio.to(self.device, torch.float32), T, sample_rate)
-        examples = examples.to(self.dtype or torch.float32).contiguous(memory_format=torch.channels_last)
-        out = torch.cat([self.net(examples[i : i + batch]) for i in range(0, len(examples), batch)]).float()
-        return out.reshape(audio.shape[0], T, -1)
+    def __call__(self, audio: torch.Tensor, T: int, sample_rate: int = 16000, batch: int = 128,
+                 hop: float = 1.0) -> torch.Tensor:
+        """(B, T * hop * sr) float32 -> (B, T, 128): every step of the clips in one pass."""
+        windows = example_windows(audio.to(self.device, torch.float32), T, sample_rate, hop)
+        out = []
+        for j in range(0, len(windows), MEL_ROWS):
+            examples = _examples(windows[j:j + MEL_ROWS], sample_rate)
+            examples = examples.to(self.dtype or torch.float32).contiguous(memory_format=torch.channels_last)
+            out += [self.net(examples[i : i + batch]) for i in range(0, len(examples), batch)]
+        return torch.cat(out).float().reshape(audio.shape[0], T, -1)
 
 
 logging.getLogger("root").addFilter(lambda r: "Model initialized randomly" not in r.getMessage())

@@ -9,11 +9,21 @@ returned; each clip's result carries the byte count and CRC-32 of the chunks its
 which the driver records with it (store.py). With `repair`, the driver first verifies every
 chunk of the done clips and extracts the damaged ones again (prepare_repair).
 
-T = 0 keeps every whole second of each video, up to max_seconds: the store's feature arrays
-are (N, max_seconds, ...) chunked along time (store.py), a clip's frames go through CLIP in
-batches of clip_batch, and its audio through VGGish alone. Nothing is cut silently: a video
-whose picture is longer than T (or max_seconds) is counted and named in the summary (`cut`)
-and in the store's `cut` attribute. A fixed T (every --dataset) makes the stores it always made.
+Steps: features are computed every `hop` seconds (decode.py, encoders.py): the setting `hop`
+maps a benchmark (or `videos`, for --videos) to its step, a benchmark left out taking its
+adapter's (feature_hop). T and max_seconds stay seconds; the store counts steps (T / hop
+a clip, max_seconds / hop at most) and records attrs["hop"]. hop = 1 makes the stores it
+always made, bit for bit.
+
+T = 0 keeps every whole step of each video, up to max_seconds: the store's feature arrays
+are (N, max_seconds / hop, ...) chunked along time (store.py), a clip's frames go through
+CLIP in batches of clip_batch, and its audio through VGGish alone, all its steps in one call.
+Nothing is cut silently: a video whose picture is longer than T (or max_seconds) is counted
+and named in the summary (`cut`) and in the store's `cut` attribute. A fixed T (every
+--dataset but the dense ones) makes the stores it always made.
+
+Audio-only sources (a .wav path: DESED) have no frames: only their audio chunks are written,
+their visual and patch chunks are recorded as absent (store.py) and visual_length is 0.
 """
 
 from __future__ import annotations
@@ -31,20 +41,22 @@ import torch
 
 from . import __version__
 from .config import ExtractConfig, as_dict, resolve_path
-from .decode import DecodeError, decode_source, shortfall
+from .decode import DecodeError, decode_source, is_audio_only, shortfall
 from .encoders import (
     CLIP_URLS, VGGISH_URL, ClipEncoder, VGGishEncoder, WeightsError, clip_preprocess,
     file_sha256, missing_weights_message, precision_dtype,
 )
 from .store import (
-    CHECKS, DONE, FAILED, PENDING, TIME_CHUNK, Damage, FeatureStore, StoreError, create, damage_message, half_made,
+    CHECKS, DONE, FAILED, PENDING, Damage, FeatureStore, StoreError, create, damage_message, half_made,
+    time_chunk_steps,
 )
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".mpg", ".mpeg"}
 # settings that change the features: a store made with other values cannot be resumed
 FEATURE_KEYS = ("T", "sample_rate", "clip_model", "patch_grid", "random_weights", "precision")
 ANY_LENGTH_KEYS = ("max_seconds",)           # feature settings of T = 0 stores only
-FEATURE_DEFAULTS = {"precision": "fp32"}     # what stores made before a key existed used
+FEATURE_DEFAULTS = {"precision": "fp32", "hop": 1.0}     # what stores made before a key existed used
+VIDEOS = "videos"                            # the `hop` key of --videos
 
 
 @dataclass(frozen=True)
@@ -86,6 +98,8 @@ class Summary:
     short_audio: dict[str, str] = field(default_factory=dict)     # audio padded with silence to the picture
     short_picture: dict[str, str] = field(default_factory=dict)   # picture ends before the audio
     cut: dict[str, str] = field(default_factory=dict)             # longer than T (or max_seconds): cut there
+    audio_only: int = 0              # clips done now whose source has no picture (.wav)
+    hop: float = 1.0                 # seconds per feature step
     seconds: float = 0.0
     startup_seconds: float = 0.0     # starting workers and building their encoders
     shutdown_seconds: float = 0.0    # closing the local Dask cluster
@@ -104,6 +118,38 @@ def list_videos(folder: Path) -> list[Path]:
 
 def clip_ids_for(paths: list[Path], root: Path) -> list[str]:
     return [p.relative_to(root).with_suffix("").as_posix() for p in paths]
+
+
+def feature_hop(cfg: ExtractConfig, task: str = VIDEOS) -> float:
+    """Seconds per feature step of `task` (a benchmark, or "videos"): the setting `hop` where it
+    names the task, else the benchmark's adapter's (Adapter.hop), else 1. Checked: known
+    names, positive numbers, a whole number of audio samples a step."""
+    from .config import ConfigError
+    from .datasets import ADAPTERS
+    from .decode import step_samples
+
+    if not isinstance(cfg.hop, dict):
+        raise ConfigError(f"hop: expected a mapping of benchmark (or {VIDEOS!r}) to seconds, e.g. "
+                          f"{{unav100: 0.5}}; got {cfg.hop!r}")
+    unknown = sorted(set(map(str, cfg.hop)) - set(ADAPTERS) - {VIDEOS})
+    if unknown:
+        raise ConfigError(f"hop: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join([*ADAPTERS, VIDEOS])}")
+    hop = cfg.hop.get(task, ADAPTERS[task].hop if task in ADAPTERS else 1.0)
+    if isinstance(hop, bool) or not isinstance(hop, (int, float)):
+        raise ConfigError(f"hop.{task}: expected seconds (a number), got {hop!r}")
+    try:
+        step_samples(float(hop), cfg.sample_rate)
+    except ValueError as err:
+        raise ConfigError(f"hop.{task}: {err}") from None
+    return float(hop)
+
+
+def steps_of(seconds: int, hop: float, what: str) -> int:
+    """Whole steps of `hop` in `seconds` (T must be a whole number of them; max_seconds is floored)."""
+    steps = seconds / hop
+    if what == "T" and abs(steps - round(steps)) > 1e-6:
+        raise ValueError(f"T = {seconds} s is not a whole number of {hop:g} s steps")
+    return int(round(steps)) if abs(steps - round(steps)) <= 1e-6 else int(steps)
 
 
 # ----------------------------------------------------------------------------- weights
@@ -208,56 +254,73 @@ def load_encoders(spec: EncoderSpec) -> tuple[ClipEncoder, VGGishEncoder]:
 # ----------------------------------------------------------------------------- the task
 
 
-def _encode(clip: ClipEncoder, vggish: VGGishEncoder, decoded: list, T: int, sr: int) -> list[dict]:
+def _encode_frames(clip: ClipEncoder, frames: list[np.ndarray], batch: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Frames of several clips -> (cls, patches) float16, rows in order; `batch` > 0: preprocessed
+    and encoded that many at a time, else all at once."""
+    step = batch or max(len(f) for f in frames)
     pixels = torch.cat([
-        clip_preprocess(torch.from_numpy(d.frames).to(clip.device), clip.image_size, clip.mean, clip.std)
-        for d in decoded
-    ])                                                                    # (n*T, 3, S, S)
-    cls, patches = clip.encode_frames(pixels)                             # (n*T, D), (n*T, P, D)
-    audio = vggish(torch.from_numpy(np.stack([d.audio for d in decoded])), T, sr)   # (n, T, 128)
-    n = len(decoded)
-    cls = cls.reshape(n, T, -1).half().cpu().numpy()
-    patches = patches.reshape(n, T, *patches.shape[1:]).half().cpu().numpy()
-    audio = audio.half().cpu().numpy()
-    return [{"audio": audio[k], "visual": cls[k], "patches": patches[k]} for k in range(n)]
+        clip_preprocess(torch.from_numpy(f[k:k + step]).to(clip.device), clip.image_size, clip.mean, clip.std)
+        for f in frames for k in range(0, len(f), step)
+    ])                                                                    # (frames, 3, S, S)
+    parts = [clip.encode_frames(pixels[k:k + step]) for k in range(0, len(pixels), step)] if batch else \
+        [clip.encode_frames(pixels)]
+    return (torch.cat([c for c, _ in parts]).half().cpu().numpy(),
+            torch.cat([p for _, p in parts]).half().cpu().numpy())
 
 
-def _encode_seconds(clip: ClipEncoder, vggish: VGGishEncoder, decoded: list, sr: int, batch: int) -> list[dict]:
-    """Clips of their own lengths (T = 0): frames preprocessed and encoded `batch` at a time (a
-    600 s clip is 600 frames), each clip's audio through VGGish alone (no padding to the longest)."""
-    pixels = torch.cat([
-        clip_preprocess(torch.from_numpy(d.frames[k:k + batch]).to(clip.device), clip.image_size, clip.mean, clip.std)
-        for d in decoded for k in range(0, len(d.frames), batch)
-    ])
-    parts = [clip.encode_frames(pixels[k:k + batch]) for k in range(0, len(pixels), batch)]
-    cls = torch.cat([c for c, _ in parts]).half().cpu().numpy()
-    patches = torch.cat([p for _, p in parts]).half().cpu().numpy()
+def _split(decoded: list, audio: list[np.ndarray], cls: np.ndarray | None, patches: np.ndarray | None) -> list[dict]:
+    """Per-clip feature dicts: the frames' rows in order of the clips that have a picture."""
     out, start = [], 0
-    for d in decoded:
-        n = len(d.frames)
-        audio = vggish(torch.from_numpy(d.audio[None]), n, sr)[0].half().cpu().numpy()
-        out.append({"audio": audio, "visual": cls[start:start + n], "patches": patches[start:start + n]})
-        start += n
+    for d, a in zip(decoded, audio):
+        values = {"audio": a}
+        if not d.audio_only:
+            values.update(visual=cls[start:start + d.steps], patches=patches[start:start + d.steps])
+            start += d.steps
+        out.append(values)
     return out
 
 
-def process_clips(store_path: str, items: list[tuple[int, str]], cfg: ExtractConfig,
-                  spec: EncoderSpec) -> list[ClipResult]:
-    """Decode, encode and write the clips `items` = [(index, source)]; never raises per clip.
+def _encode(clip: ClipEncoder, vggish: VGGishEncoder, decoded: list, T: int, sr: int, hop: float = 1.0) -> list[dict]:
+    """Clips of T steps: the frames of all of them through CLIP together, their audio through
+    VGGish together (every step of every clip in one call). Audio-only clips skip CLIP."""
+    video = [d.frames for d in decoded if not d.audio_only]
+    cls, patches = _encode_frames(clip, video) if video else (None, None)
+    audio = vggish(torch.from_numpy(np.stack([d.audio for d in decoded])), T, sr, hop=hop)   # (n, T, 128)
+    return _split(decoded, list(audio.half().cpu().numpy()), cls, patches)
 
-    A source is a video path or {"frames": [...], "audio": path} (see decode.decode_source)."""
+
+def _encode_seconds(clip: ClipEncoder, vggish: VGGishEncoder, decoded: list, sr: int, batch: int,
+                    hop: float = 1.0) -> list[dict]:
+    """Clips of their own lengths (T = 0): frames preprocessed and encoded `batch` at a time (a
+    600 s clip is 600 frames), each clip's audio through VGGish alone, all its steps in one call
+    (no padding to the longest)."""
+    video = [d.frames for d in decoded if not d.audio_only]
+    cls, patches = _encode_frames(clip, video, batch) if video else (None, None)
+    audio = [vggish(torch.from_numpy(d.audio[None]), d.steps, sr, hop=hop)[0].half().cpu().numpy() for d in decoded]
+    return _split(decoded, audio, cls, patches)
+
+
+def process_clips(store_path: str, items: list[tuple[int, str]], cfg: ExtractConfig,
+                  spec: EncoderSpec, hop: float = 1.0) -> list[ClipResult]:
+    """Decode, encode and write the clips `items` = [(index, source)] at steps of `hop` seconds;
+    never raises per clip.
+
+    A source is a video path, an audio path (.wav) or {"frames": [...], "audio": path} (see
+    decode.decode_source)."""
     clip, vggish = load_encoders(spec)
     store = FeatureStore(store_path, mode="r+")
-    frames_per_batch = max(cfg.clip_batch, cfg.T)
+    T = steps_of(cfg.T, hop, "T")
+    steps_per_batch = max(cfg.clip_batch, T)
     results, ready = [], []
 
     def flush() -> None:
         try:
             decoded = [d for _, d in ready]
-            features = (_encode(clip, vggish, decoded, cfg.T, cfg.sample_rate) if cfg.T else
-                        _encode_seconds(clip, vggish, decoded, cfg.sample_rate, cfg.clip_batch))
+            features = (_encode(clip, vggish, decoded, T, cfg.sample_rate, hop) if T else
+                        _encode_seconds(clip, vggish, decoded, cfg.sample_rate, cfg.clip_batch, hop))
             for (i, d), values in zip(ready, features):
-                checks = store.write_clip(i, values)
+                checks = {**store.absent(i, [n for n in store.feature_arrays if n not in values]),
+                          **store.write_clip(i, values)}
                 results.append(ClipResult(i, True, d.length, d.backend, audio_length=d.audio_length,
                                           visual_length=d.visual_length, source_seconds=d.source_seconds,
                                           checks=checks))
@@ -266,8 +329,9 @@ def process_clips(store_path: str, items: list[tuple[int, str]], cfg: ExtractCon
         ready.clear()
 
     with ThreadPoolExecutor(max(1, cfg.decode_threads)) as pool:
-        futures = [(i, p, pool.submit(decode_source, p, cfg.T or cfg.max_seconds, cfg.sample_rate, cfg.decoder,
-                                      pad=cfg.T > 0)) for i, p in items]
+        limit = T or steps_of(cfg.max_seconds, hop, "max_seconds")
+        futures = [(i, p, pool.submit(decode_source, p, limit, cfg.sample_rate, cfg.decoder, pad=T > 0, hop=hop))
+                   for i, p in items]
         for i, p, fut in futures:                 # encode what is decoded while the rest decodes
             try:
                 ready.append((i, fut.result()))
@@ -275,7 +339,7 @@ def process_clips(store_path: str, items: list[tuple[int, str]], cfg: ExtractCon
                 results.append(ClipResult(i, False, error=str(err)))
             except Exception as err:
                 results.append(ClipResult(i, False, error=f"{p}: {type(err).__name__}: {err}"))
-            if sum(len(d.frames) for _, d in ready) >= frames_per_batch:
+            if sum(d.steps for _, d in ready) >= steps_per_batch:
                 flush()
         if ready:
             flush()
@@ -305,10 +369,10 @@ def clip_dims(model_name: str, patch_grid: int) -> tuple[int, int]:
 
 
 def open_or_create(out: Path, clip_ids: list[str], sources: list[str], cfg: ExtractConfig,
-                   provenance: dict, extra_attrs: dict | None = None) -> FeatureStore:
+                   provenance: dict, extra_attrs: dict | None = None, hop: float = 1.0) -> FeatureStore:
     """The store at `out`, created if absent; refuses to mix clip lists or feature settings."""
     features = {**{k: getattr(cfg, k) for k in FEATURE_KEYS + (ANY_LENGTH_KEYS if cfg.T == 0 else ())},
-                "encoders": provenance}
+                "encoders": provenance, "hop": hop}   # stores made before it: 1 (FEATURE_DEFAULTS)
     if (out / "zarr.json").exists() and not half_made(out):     # create() restarts a half-made one
         store = FeatureStore(out, mode="r+")
         if store.clip_ids != clip_ids:      # a group without clip_ids: StoreError (never deleted)
@@ -322,18 +386,21 @@ def open_or_create(out: Path, clip_ids: list[str], sources: list[str], cfg: Extr
                              f"extract into a new --out, or delete it")
         return store
     D, P = clip_dims(cfg.clip_model, cfg.patch_grid)
-    seconds = cfg.T or cfg.max_seconds
-    arrays = {"audio": ((seconds, 128), "float16"), "visual": ((seconds, D), "float16"),
-              "patches": ((seconds, P, D), "float16")}
+    T = steps_of(cfg.T, hop, "T")
+    steps = T or steps_of(cfg.max_seconds, hop, "max_seconds")
+    arrays = {"audio": ((steps, 128), "float16"), "visual": ((steps, D), "float16"),
+              "patches": ((steps, P, D), "float16")}
+    chunk = time_chunk_steps(hop)
     if cfg.T == 0:
-        extra_attrs = {"max_seconds": cfg.max_seconds, "time_chunk": TIME_CHUNK, **(extra_attrs or {})}
+        extra_attrs = {"max_seconds": cfg.max_seconds, "time_chunk": chunk, **(extra_attrs or {})}
     attrs = {
         "avu_version": __version__, "features": features, "random_weights": cfg.random_weights,
-        "fps": 1, "sample_rate": cfg.sample_rate, "T": cfg.T, "patch_grid": int(P ** 0.5),
-        "config": as_dict(cfg), "sources": sources, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "fps": 1 if hop == 1 else 1 / hop, "hop": hop, "sample_rate": cfg.sample_rate, "T": T,
+        "patch_grid": int(P ** 0.5), "config": as_dict(cfg), "sources": sources,
+        "audio_only": sum(map(is_audio_only, sources)), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **(extra_attrs or {}),
     }
-    return create(out, clip_ids, arrays, attrs, cfg.compression_level, 0 if cfg.T else TIME_CHUNK)
+    return create(out, clip_ids, arrays, attrs, cfg.compression_level, 0 if cfg.T else chunk)
 
 
 def _by_clip(damage: list[Damage]) -> dict[str, str]:
@@ -391,14 +458,18 @@ def run_extract(
     cfg: ExtractConfig,
     on_results: Callable[[list[ClipResult]], None] | None = None,
     extra_attrs: dict | None = None,
+    task: str = VIDEOS,
 ) -> Summary:
-    """Extract `videos` (sources: paths, or image-sequence dicts) into the store `out`, skipping
-    clips already done; resumable. `extra_attrs` go into a new store's attributes."""
+    """Extract `videos` (sources: video or audio paths, or image-sequence dicts) into the store
+    `out`, skipping clips already done; resumable. `extra_attrs` go into a new store's
+    attributes; `task` (a benchmark, or "videos") chooses the step (feature_hop)."""
     start = time.perf_counter()
     out = Path(out)
-    if cfg.T < 0 or (cfg.T == 0 and cfg.max_seconds < 1):
+    hop = feature_hop(cfg, task)
+    if cfg.T < 0 or (cfg.T == 0 and steps_of(cfg.max_seconds, hop, "max_seconds") < 1):
         raise ValueError(f"T = {cfg.T}, max_seconds = {cfg.max_seconds}: T is the seconds a clip keeps (0: the "
-                         f"whole video, up to max_seconds, which must then be at least 1)")
+                         f"whole video, up to max_seconds, which must then be at least one step, {hop:g} s)")
+    steps_of(cfg.T, hop, "T")
     n_workers = 0 if (cfg.workers == 0 and not cfg.scheduler) else cfg.workers
     gpus = torch.cuda.device_count() if cfg.device in ("auto", "cuda") else 0
     if n_workers and gpus and not cfg.scheduler:
@@ -406,7 +477,7 @@ def run_extract(
     threads = cfg.threads_per_worker or (max(1, (os.cpu_count() or 1) // n_workers) if n_workers else 0)
     spec, provenance = resolve_weights(cfg, cfg.device, threads)
     sources = [v if isinstance(v, dict) else str(Path(v).resolve()) for v in videos]
-    store = open_or_create(out, clip_ids, sources, cfg, provenance, extra_attrs)
+    store = open_or_create(out, clip_ids, sources, cfg, provenance, extra_attrs, hop)
     repaired = prepare_repair(store) if cfg.repair else {}
     # targets half-written by a killed run (fingerprint None) are rewritten whole after the clips
     rewriting = "targets_fingerprint" in store.attrs and store.attrs["targets_fingerprint"] is None
@@ -414,7 +485,7 @@ def run_extract(
     status, old_failures = store.status(), store.failures
     todo = [i for i, s in enumerate(status) if s == PENDING or (s == FAILED and cfg.retry_failed)]
     summary = Summary(total=len(clip_ids), skipped=int((status == DONE).sum()),
-                      random_weights=cfg.random_weights, repaired=repaired, damaged=damaged)
+                      random_weights=cfg.random_weights, repaired=repaired, damaged=damaged, hop=hop)
     summary.failed_before = {store.clip_ids[i]: old_failures.get(store.clip_ids[i], "failed earlier")
                              for i, s in enumerate(status) if s == FAILED and not cfg.retry_failed}
 
@@ -431,8 +502,13 @@ def run_extract(
         for r in good:
             if r.source_seconds > r.length:
                 limit = f"T {cfg.T}" if cfg.T else f"max_seconds {cfg.max_seconds}"
-                summary.cut[store.clip_ids[r.index]] = f"picture {r.source_seconds} s, kept {r.length} s ({limit})"
-            note = shortfall(r.audio_length, r.visual_length)
+                what = "sound" if r.visual_length == 0 else "picture"
+                summary.cut[store.clip_ids[r.index]] = (f"{what} {r.source_seconds * hop:g} s, kept "
+                                                        f"{r.length * hop:g} s ({limit})")
+            if r.visual_length == 0:            # audio only: no picture to compare with
+                summary.audio_only += 1
+                continue
+            note = shortfall(r.audio_length, r.visual_length, hop)
             if note:
                 uneven = summary.short_audio if r.audio_length < r.visual_length else summary.short_picture
                 uneven[store.clip_ids[r.index]] = note
@@ -445,10 +521,10 @@ def run_extract(
         load_encoders(spec)
         summary.startup_seconds = time.perf_counter() - t0
         for items in tasks:
-            record(process_clips(str(out), items, cfg, spec))
+            record(process_clips(str(out), items, cfg, spec, hop))
     elif tasks:
         summary.startup_seconds, summary.shutdown_seconds = _run_dask(tasks, str(out), cfg, spec, n_workers,
-                                                                      gpus, record)
+                                                                      gpus, record, hop)
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -493,7 +569,7 @@ def _warm(spec: EncoderSpec, pin: tuple[int, list[int]] | None = None, dask_work
 
 
 def _run_dask(tasks, store_path: str, cfg: ExtractConfig, spec: EncoderSpec, n_workers: int,
-              gpus: int, record: Callable[[list[ClipResult]], None]) -> tuple[float, float]:
+              gpus: int, record: Callable[[list[ClipResult]], None], hop: float = 1.0) -> tuple[float, float]:
     """Run the tasks on Dask workers; returns the seconds spent starting them and closing them."""
     import logging
 
@@ -530,7 +606,7 @@ def _run_dask(tasks, store_path: str, cfg: ExtractConfig, spec: EncoderSpec, n_w
         startup = time.perf_counter() - t0
         resources = {"GPU": 1} if gpus and not cfg.scheduler else None
         futures = {
-            client.submit(process_clips, store_path, items, cfg, spec, pure=False, resources=resources): items
+            client.submit(process_clips, store_path, items, cfg, spec, hop, pure=False, resources=resources): items
             for items in tasks
         }
         for fut in as_completed(futures):

@@ -1,34 +1,45 @@
 """The feature store: one Zarr v3 group per dataset. The only module that imports zarr.
 
-Layout (N clips, T segments, P patches, D CLIP width):
-    audio       (N, T, 128)   float16   VGGish embedding of second t
-    visual      (N, T, D)     float16   CLIP [CLS] of the frame of second t (projected)
+Layout (N clips, T steps, P patches, D CLIP width):
+    audio       (N, T, 128)   float16   VGGish embedding of step t
+    visual      (N, T, D)     float16   CLIP [CLS] of the frame of step t (projected)
     patches     (N, T, P, D)  float16   CLIP patch tokens (projected, pooled to the grid)
-    length      (N,)          int16     seconds of real content (the rest is padding)
-    audio_length  (N,)        int16     seconds of real audio from second 0 (-1: not recorded)
-    visual_length (N,)        int16     seconds of real picture from second 0 (decode.py)
+    length      (N,)          int16     steps of real content (the rest is padding)
+    audio_length  (N,)        int16     steps of real audio from step 0 (-1: not recorded)
+    visual_length (N,)        int16     steps of real picture from step 0 (decode.py); 0: audio only
     status      (N,)          int8      0 pending, 1 done, 2 failed
     checks/<a>  (N, 2)        int64     per-clip array <a>: bytes and CRC-32 of each clip's chunk
 Per-clip arrays are chunked one clip per chunk, so parallel workers never share a chunk.
 
-Clips of any length (`avu extract T=0`, attrs T = 0): the feature arrays are (N, max_seconds,
-...) chunked (1, C, ...) along time, C = TIME_CHUNK seconds (time_chunk attribute). A clip
-writes the ceil(length / C) chunks its seconds reach, the last one's tail left NaN; chunks past
-them are never written, so a clip costs its own seconds (rounded up to C), not max_seconds, and
-no two clips share a chunk. Their records are checks/<a> (N, K, 2): bytes and CRC-32 of each
-of the clip's K = ceil(max_seconds / C) time chunks (0: not written). check() and verify()
-look at the chunks a done clip's length reaches; read() returns, for several clips, their
-seconds up to the longest of them, zeros past each clip's length (benchmarks/
-bench_store_layout.py measured this against one padded chunk a clip and a flat time axis:
-BENCHMARKS.md). Fixed-T stores (T > 0) are as before: one chunk a clip, padded to T.
+Steps: every time axis (T, length, audio_length, visual_length, the feature rows, the time
+chunks) counts feature steps of attrs["hop"] seconds (absent in stores made before it: 1, so
+steps are seconds); step t covers [t * hop, (t + 1) * hop) s. `max_seconds` stays seconds.
+
+Audio-only clips (a .wav source: DESED) have visual_length 0 and no visual or patch chunk: their
+records say so (0 bytes, no chunk), so check() and verify() accept the absence, and a chunk
+file that appears there is damage; a missing visual chunk of any other clip is damage as ever.
+read() returns zeros for their visual and patch rows (trainer/data.py marks them invalid).
+
+Clips of any length (`avu extract T=0`, attrs T = 0): the feature arrays are (N, max_seconds /
+hop, ...) chunked (1, C, ...) along time, C = time_chunk_steps(hop) steps (TIME_CHUNK seconds;
+time_chunk attribute). A clip writes the ceil(length / C) chunks its steps reach, the last
+one's tail left NaN; chunks past them are never written, so a clip costs its own steps (rounded
+up to C), not max_seconds, and no two clips share a chunk. Their records are checks/<a> (N, K,
+2): bytes and CRC-32 of each of the clip's K = ceil(max steps / C) time chunks (0: not
+written). check() and verify() look at the chunks a done clip's length reaches; read()
+returns, for several clips, their steps up to the longest of them, zeros past each clip's
+length (benchmarks/bench_store_layout.py measured this against one padded chunk a clip and a
+flat time axis: BENCHMARKS.md). Fixed-T stores (T > 0) are as before: one chunk a clip, padded
+to T.
 Workers write the feature chunks of their clips; only the driver writes `length`, `status`,
 `checks/` and the attributes, and it marks a clip done after its worker returned, that is after
 all of the clip's arrays were written. Zarr's local store writes each chunk atomically, so a
 killed run leaves every chunk whole. Arrays the driver alone writes, one chunk for all clips,
 are listed in SMALL.
-Attributes: clip_ids, sources, splits, failures ({clip_id: reason}), cut ({clip_id: seconds of
+Attributes: clip_ids, sources, splits, failures ({clip_id: reason}), cut ({clip_id: steps of
 its picture}: clips longer than T or max_seconds, cut there; absent in older stores), feature_arrays
-(those the workers write) and provenance (avu version, encoders with weight hashes or "random", fps,
+(those the workers write), hop (seconds per step), audio_only (how many sources have no picture)
+and provenance (avu version, encoders with weight hashes or "random", fps = steps per second,
 sample rate, T, patch grid, config).
 
 A done clip is provably whole:
@@ -78,6 +89,7 @@ UNRECORDED, NO_CHUNK = -1, 0   # record values of the byte count
 CHECK_ROWS = 1024              # clips per chunk of a record array: mark_done rewrites one or two
 STAT_BATCH, STAT_THREADS = 4096, 8   # the quick check's stats, in parallel
 TIME_CHUNK = 10                # seconds a chunk along time of an any-length store (BENCHMARKS.md)
+VISUAL_ARRAYS = ("visual", "patches")   # what an audio-only clip has none of
 _PROBES = ("918273645", "546372819")   # clip and time-chunk numbers in a chunk key (_chunk_file)
 REPAIR_HINT = ("list them all with `avu info --verify {path}`; the same `avu extract` command with "
                "--repair re-extracts them")
@@ -119,6 +131,11 @@ def _sizes(files: list[str]) -> np.ndarray:
         except FileNotFoundError:
             out[k] = -1
     return out
+
+
+def time_chunk_steps(hop: float) -> int:
+    """Steps in a chunk along time: TIME_CHUNK seconds' worth (10 steps at hop = 1, 40 at 0.25)."""
+    return max(1, int(round(TIME_CHUNK / hop)))
 
 
 def _codecs(level: int = 3) -> list:
@@ -224,6 +241,8 @@ class FeatureStore:
         self._chunk_keys: dict[str, tuple] = {}
         self._time_chunks: dict[str, int] = {}   # name -> time_chunk(name)
         self._pending: dict[str, dict[int, tuple[int, int]]] = {}   # driver's write_clip records, unwritten
+        self._no_picture: np.ndarray | None = None   # (N,) bool: done clips without a picture (read)
+        self.read_only = mode == "r"
 
     # -- metadata
     @property
@@ -280,6 +299,26 @@ class FeatureStore:
         return -(-self.group[name].shape[1] // C) if C else 1
 
     @property
+    def hop(self) -> float:
+        """Seconds per feature step (1 in stores made before it was recorded)."""
+        return float(self.group.attrs.get("hop", 1.0))
+
+    def audio_only(self) -> np.ndarray:
+        """Indices of the done clips without a picture (visual_length 0: a .wav source)."""
+        return np.flatnonzero(self._picture_missing())
+
+    def _picture_missing(self) -> np.ndarray:
+        """(N,) bool; kept by a read-only handle (training reads it at every batch), read again by others."""
+        if self._no_picture is not None:
+            return self._no_picture
+        missing = np.zeros(len(self), bool)
+        if "visual_length" in self.group:
+            missing = (self._read_whole("visual_length") == 0) & (self.status() == DONE)
+        if self.read_only:
+            self._no_picture = missing
+        return missing
+
+    @property
     def cut(self) -> dict[str, int] | None:
         """{clip id: seconds of its picture} of the done clips longer than T (or max_seconds), cut
         there; None for a store made before avu recorded it."""
@@ -318,22 +357,36 @@ class FeatureStore:
         does not decode (checksum, zstd) raises StoreError naming the array and the clip.
 
         An array chunked along time (an any-length store's features) is read up to the longest
-        of these clips' lengths, zeros past each clip's length (one clip: its own seconds);
-        clips not done read NaN, as in every other array."""
+        of these clips' lengths, zeros past each clip's length (one clip: its own steps);
+        clips not done read NaN, as in every other array. Visual and patch rows of audio-only
+        clips read zeros."""
         arr = self.group[name]
         try:
             if self.time_chunk(name):
-                return self._read_seconds(arr, indices)
-            if isinstance(indices, (int, np.integer, slice)):
-                return arr[indices]
-            indices = np.asarray(indices, dtype=np.int64)
-            if indices.size == 0:
-                return np.zeros((0, *arr.shape[1:]), arr.dtype)
-            return arr.get_orthogonal_selection((indices,) + (slice(None),) * (arr.ndim - 1))
+                out = self._read_seconds(arr, indices)
+            elif isinstance(indices, (int, np.integer, slice)):
+                out = arr[indices]
+            else:
+                indices = np.asarray(indices, dtype=np.int64)
+                if indices.size == 0:
+                    return np.zeros((0, *arr.shape[1:]), arr.dtype)
+                out = arr.get_orthogonal_selection((indices,) + (slice(None),) * (arr.ndim - 1))
         except IndexError:
             raise
         except Exception as err:
             raise self._read_error(name, indices, err) from None
+        return self._zero_no_picture(out, indices) if name in VISUAL_ARRAYS else out
+
+    def _zero_no_picture(self, out: np.ndarray, indices) -> np.ndarray:
+        """`out` with the rows of audio-only clips zeroed (their chunks were never written: NaN)."""
+        missing = self._picture_missing()[indices]
+        if not np.any(missing):
+            return out
+        if np.ndim(missing) == 0:
+            out[...] = 0
+        else:
+            out[np.asarray(missing)] = 0
+        return out
 
     def _read_seconds(self, arr, indices) -> np.ndarray:
         """An array chunked along time, for `indices`, up to their longest length (read())."""
@@ -594,7 +647,7 @@ class FeatureStore:
         so zarr never reads back a chunk written before), none past them. Their records, (K, 2)."""
         arr = self.group[name]
         if len(value) > arr.shape[1] or len(value) == 0:
-            raise StoreError(f"{self.path}: {name}: clip {self.clip_ids[i]!r} has {len(value)} seconds; "
+            raise StoreError(f"{self.path}: {name}: clip {self.clip_ids[i]!r} has {len(value)} steps; "
                              f"the store holds 1 to {arr.shape[1]}")
         n = -(-len(value) // C)
         end = min(n * C, arr.shape[1])
@@ -602,6 +655,16 @@ class FeatureStore:
         block[:len(value)] = value
         arr[i, :end] = block
         return self._measure(name, [i], [n])[0].tolist()
+
+    def absent(self, i: int, names: list[str]) -> dict[str, object]:
+        """Clip i has no chunk of arrays `names` (an audio-only clip's visual and patches): any
+        file there removed (--repair of a stray one), and records saying so, (0, 0) one per time
+        chunk, returned to the driver as write_clip's are."""
+        for name in names:
+            for k in range(self.time_chunks(name)):
+                self._chunk_file(name, i, k).unlink(missing_ok=True)
+        return {name: [[NO_CHUNK, 0]] * self.time_chunks(name) if self.time_chunk(name) else (NO_CHUNK, 0)
+                for name in names}
 
     def flush_records(self) -> None:
         """Driver: write the records kept by write_clip."""

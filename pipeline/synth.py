@@ -1,4 +1,4 @@
-"""`avu synth`: a small, seeded mini-benchmark of all seven datasets in their official layouts.
+"""`avu synth`: a small, seeded mini-benchmark of all ten datasets in their official layouts.
 
     generate(out, seed=0, clips=16)   ->   out/<dataset>/...   (avu extract --dataset X --root out/X)
 
@@ -25,11 +25,24 @@ onsets and the scene (indoor = dark room, outdoor = sky). Within a dataset no tw
 a colour; VGG-SS tiles have 18 colours of their own. `clips` sets the train size per dataset
 (val and test get half; MUSIC-AVQA a quarter as many videos, 60 s each, and a quarter of those
 for val and test).
+
+The dense three (UnAV-100, ActivityNet, DESED; dense_clip below) are untrimmed clips of 10-60 s,
+80 % of them 10-20 s to keep the demo's extraction small (DESED: its official 10 s, one shorter),
+with 2-5 events of up to 4 classes, the first two overlapping, boundaries fractional (2 decimals;
+DESED 3). Their videos run at DENSE_FPS = 8 frames a second (an object is drawn in the frames whose
+middle lies in its seen events) and their sound is sample-accurate. An event is audio-visual,
+audio-only or visual-only, and each benchmark annotates by its own rule: UnAV-100 only the
+audio-visual ones, ActivityNet the seen ones (visual-only and audio-visual), DESED the heard ones
+(its files are audio-only .wav, so every sound is annotated). The unannotated kinds are the
+distractors a model must learn to leave out. Looks, colours and tones are given dataset by dataset
+in ADAPTERS order, so adding a dataset never changes those of the datasets before it (their files
+stay bit-identical); classes new to the dense sets take tones halfway between the older ones.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,14 +120,20 @@ def colour(look: int) -> np.ndarray:
 
 
 def _palette() -> dict[int, int]:
-    """look -> COLOURS index such that no two classes of one dataset share a colour (greedy,
-    in look order); VGG-SS draws tiles in colours of their own (tile_texture)."""
-    datasets = [{key(n) for n in a.synth_classes} for a in ADAPTERS.values() if not a.synth_tiles]
+    """look -> COLOURS index such that no two classes of one dataset share a colour: dataset by
+    dataset (ADAPTERS order), each class not yet coloured takes the first colour its dataset's
+    coloured classes leave free, in look order; so a dataset added later never recolours the
+    classes of those before it. Classes drawn only as tiles (VGG-SS, tile_texture) get colour 0."""
     out: dict[int, int] = {}
-    for k, look in LOOKS.items():
-        taken = {out[LOOKS[m]] for names in datasets if k in names for m in names if LOOKS[m] in out}
-        out[look] = next((c for c in range(len(COLOURS)) if c not in taken), look % len(COLOURS))
-    return out
+    for a in ADAPTERS.values():
+        if a.synth_tiles:
+            continue
+        looks = sorted({LOOKS[key(n)] for n in a.synth_classes})
+        for look in looks:
+            if look not in out:
+                taken = {out[m] for m in looks if m in out}
+                out[look] = next((c for c in range(len(COLOURS)) if c not in taken), look % len(COLOURS))
+    return {look: out.get(look, 0) for look in LOOKS.values()}
 
 
 _PALETTE = _palette()
@@ -142,8 +161,33 @@ def tile_texture(look: int) -> np.ndarray:
     return _TILE_COLOURS[look]
 
 
+TONE_LOOKS = int(math.log(5000 / 260) / math.log(1.09)) + 1   # looks whose steps stay below 5 kHz: 35
+
+
+def _tones() -> dict[int, float]:
+    """look -> Hz. Look k < TONE_LOOKS: 260 Hz * 1.09^k (~1.5 semitones apart, up to ~4.9 kHz).
+    Later looks (the dense benchmarks' new classes) take the half steps between those, dataset by
+    dataset (ADAPTERS order), each the lowest free one at least 8 % from every tone its dataset
+    already has; so no look's tone moves when a dataset is added, and none nears 8 kHz."""
+    out = {look: 260.0 * 1.09 ** look for look in LOOKS.values() if look < TONE_LOOKS}
+    free = [260.0 * 1.09 ** (m + 0.5) for m in range(TONE_LOOKS - 1)]
+    for a in ADAPTERS.values():
+        looks = sorted({LOOKS[key(n)] for n in a.synth_classes})
+        for look in looks:
+            if look in out:
+                continue
+            near = [out[m] for m in looks if m in out]
+            hz = next((f for f in free if all(abs(math.log(f / g)) >= math.log(1.08) for g in near)), free[0])
+            out[look] = hz
+            free.remove(hz)
+    return out
+
+
+_TONES = _tones()
+
+
 def tone_hz(look: int) -> float:
-    return 260.0 * 1.09 ** look                           # ~1.5 semitones apart, 260 Hz to ~4 kHz
+    return _TONES.get(look, 260.0 * 1.09 ** (look % TONE_LOOKS))
 
 
 def sound(look: int, seconds: np.ndarray, amp: float) -> np.ndarray:
@@ -216,28 +260,31 @@ class _Encoders:
             self.pool.shutdown(cancel_futures=True)
 
 
-def write_mp4(path: Path, frames: np.ndarray, audio: np.ndarray) -> None:
-    """H.264 / AAC at FPS frames per second, each second's frame held for the whole second
-    (in the background inside `with _Encoders():`)."""
+def write_mp4(path: Path, frames: np.ndarray, audio: np.ndarray, fps: int | None = None) -> None:
+    """H.264 / AAC at FPS frames per second, each second's frame held for the whole second; with
+    `fps`, `frames` are already at that rate (the dense benchmarks' DENSE_FPS). In the background
+    inside `with _Encoders():`."""
     if _Encoders.active is not None:
-        _Encoders.active.submit(path, frames, audio)
+        _Encoders.active.submit(path, frames, audio, fps)
     else:
-        _encode_mp4(path, frames, audio)
+        _encode_mp4(path, frames, audio, fps)
 
 
-def _encode_mp4(path: Path, frames: np.ndarray, audio: np.ndarray) -> None:
+def _encode_mp4(path: Path, frames: np.ndarray, audio: np.ndarray, fps: int | None = None) -> None:
     import ffmpeg
 
     path.parent.mkdir(parents=True, exist_ok=True)
+    rate = fps or FPS
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "a.wav"
         write_wav(wav, audio)
-        video = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{SIZE}x{SIZE}", framerate=FPS)
+        video = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{SIZE}x{SIZE}", framerate=rate)
         (ffmpeg.output(video, ffmpeg.input(str(wav)), str(path), vcodec="libx264", pix_fmt="yuv420p", crf=12,
-                       preset="veryfast", g=FPS, acodec="aac", audio_bitrate="96k", map_metadata=-1,
+                       preset="veryfast", g=rate, acodec="aac", audio_bitrate="96k", map_metadata=-1,
                        fflags="+bitexact", **{"flags:v": "+bitexact", "flags:a": "+bitexact"})
          .overwrite_output()
-         .run(input=np.repeat(frames, FPS, axis=0).tobytes(), capture_stdout=True, capture_stderr=True))
+         .run(input=(frames if fps else np.repeat(frames, FPS, axis=0)).tobytes(), capture_stdout=True,
+              capture_stderr=True))
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -286,6 +333,94 @@ def write_csv(path: Path, header: list[str], rows: list, delimiter: str = ",") -
         w = csv.writer(f, delimiter=delimiter, lineterminator="\n")
         w.writerow(header)
         w.writerows(rows)
+
+
+# ----------------------------------------------------------------------------- dense benchmarks
+DENSE_FPS = 8              # frames per second of the dense videos: events start and end between seconds
+
+
+@dataclass
+class DenseEvent:
+    name: str               # class name
+    start: float            # seconds, as annotated (rounded to the benchmark's decimals)
+    end: float
+    kind: str               # "av" seen and heard, "audio" heard only, "visual" seen only
+
+
+def dense_duration(rng) -> float:
+    """An untrimmed clip's length: 10-60 s, most of them short (80 % in 10-20 s, which keeps the
+    demo's extraction small), a multiple of 1/DENSE_FPS s (whole frames, fractional seconds)."""
+    seconds = rng.uniform(10, 20) if rng.random() < 0.8 else rng.uniform(20, 60)
+    return round(seconds * DENSE_FPS) / DENSE_FPS
+
+
+def dense_events(rng, classes: list[str], duration: float, kinds: dict[str, float], events: int | None = None,
+                 decimals: int = 2, run_to_end: bool = False) -> list[DenseEvent]:
+    """2-5 events (or `events`) of up to 4 of `classes`, each 1-8 s, boundaries rounded to
+    `decimals`. The first two are of the first kind (the annotated one), of different classes,
+    the second starting inside the first (classes overlap); the rest draw their kind from `kinds`
+    (name -> weight). Events of one class never overlap and lie 0.5 s apart. `run_to_end`: the
+    first runs to the end of the clip."""
+    n = int(rng.integers(2, 6)) if events is None else events
+    pool = [str(c) for c in rng.choice(classes, min(4, len(classes)), replace=False)]
+    names, weights = list(kinds), np.array(list(kinds.values()), float)
+    out: list[DenseEvent] = []
+    for _ in range(n):
+        k = len(out)                                        # events placed so far
+        kind = names[0] if k < 2 else str(rng.choice(names, p=weights / weights.sum()))
+        for _ in range(50):
+            name = pool[k] if k < 2 else pool[int(rng.integers(len(pool)))]
+            length = float(rng.uniform(1.0, min(8.0, duration / 2)))
+            if k == 1:
+                start = out[0].start + float(rng.uniform(0.2, 0.8)) * (out[0].end - out[0].start)
+            else:
+                start = duration - length if (k == 0 and run_to_end) else float(rng.uniform(0, duration - length))
+            start, end = round(start, decimals), round(min(start + length, duration), decimals)
+            if end - start >= 0.5 and all(e.name != name or start > e.end + 0.5 or end < e.start - 0.5 for e in out):
+                out.append(DenseEvent(name, start, end, kind))
+                break
+    return out
+
+
+def render_dense(objs: list[Obj], duration: float, background, rng, video: bool = True):
+    """frames (duration * DENSE_FPS, S, S, 3) uint8 (None without video) and audio (duration * SR,)
+    float32. Here an Obj's `visible` is per FRAME and `audible` per SAMPLE: sample-accurate sound."""
+    n_frames, n_samples = round(duration * DENSE_FPS), round(duration * SR)
+    frames = None
+    if video:
+        base = np.clip(np.asarray(background, np.float32) + rng.normal(0, 6, (SIZE, SIZE, 3)), 0, 255)
+        frames = np.repeat(base[None].astype(np.uint8), n_frames, axis=0)
+    t = np.arange(n_samples) / SR
+    audio = rng.normal(0, 0.01, n_samples)
+    for o in objs:
+        if video:
+            pixels, rgb = o.pixels(), o.rgb()
+            for f in np.flatnonzero(o.visible):
+                frames[f][pixels] = rgb
+        audio += o.audible * sound(o.look, t, o.amp)
+    return frames, audio.astype(np.float32)
+
+
+def dense_clip(rng, classes: list[str], duration: float, kinds: dict[str, float], video: bool = True,
+               **options) -> tuple[np.ndarray | None, np.ndarray, list[DenseEvent]]:
+    """One untrimmed clip: its events (dense_events; `options` go there), each class an object in
+    its own cell, drawn in the frames whose middle lies in one of its seen events ("av", "visual")
+    and sounding over exactly its heard ones ("av", "audio"). -> (frames, audio, events)."""
+    events = dense_events(rng, classes, duration, kinds, **options)
+    names = list(dict.fromkeys(e.name for e in events))
+    middles = (np.arange(round(duration * DENSE_FPS)) + 0.5) / DENSE_FPS
+    samples = np.arange(round(duration * SR))
+    objs = []
+    for name, (x, y) in zip(names, slots(rng, len(names))):
+        visible, audible = np.zeros(len(middles), bool), np.zeros(len(samples), bool)
+        for e in events:
+            if e.name == name and e.kind in ("av", "visual"):
+                visible |= (middles >= e.start) & (middles < e.end)
+            if e.name == name and e.kind in ("av", "audio"):
+                audible |= (samples >= round(e.start * SR)) & (samples < round(e.end * SR))
+        objs.append(Obj(name, x, y, 0.12, visible, audible, amp=0.2))
+    frames, audio = render_dense(objs, duration, background(rng), rng, video)
+    return frames, audio, events
 
 
 # ----------------------------------------------------------------------------- driver

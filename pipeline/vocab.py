@@ -14,6 +14,9 @@ answers found in the user's files but not in its 41 (the official code is 42-way
 training file is not public) are appended after the fixed tokens (`Vocab.extended`), so every
 other store's vocabulary stays a prefix of that one.
 
+Version 3 added the classes of the dense benchmarks (UnAV-100, ActivityNet 1.3, DESED) after
+version 2's tokens, which keep their ids; a store of version 2 holds its own vocab_emb and
+valid_ids (all stage two reads), so it stays readable.
 Version 2 dropped version 1's 73 tokens before the classes (<pad> <bos> <eos>, a token per
 task, t0..t59, three modalities), which only the removed token serialisation used; the class
 phrases' embeddings are bit-identical to version 1's rows (checked on CPU with the demo's
@@ -32,7 +35,7 @@ import numpy as np
 
 from .datasets import ADAPTERS, music_avqa
 
-VERSION = 2
+VERSION = 3
 TASKS = tuple(ADAPTERS)
 AVQA_TYPES = music_avqa.QUESTION_TYPES   # where trainer/metrics.py reads them
 CLASSES = {name: a.classes for name, a in ADAPTERS.items()}        # valid_ids follow each order

@@ -25,8 +25,9 @@ def _row(ds, clip_id):
     return next(c for c in ds.clips if c.clip_id == clip_id)
 
 
-def test_the_seven_adapters_are_one_dict():
-    assert list(ADAPTERS) == ["ave", "llp", "vggss", "avs-s4", "avs-ms3", "avss", "music-avqa"]
+def test_the_ten_adapters_are_one_dict():
+    assert list(ADAPTERS) == ["ave", "llp", "vggss", "avs-s4", "avs-ms3", "avss", "music-avqa", "unav100",
+                             "activitynet", "desed"]
     with pytest.raises(DatasetError, match="unknown dataset"):
         load_dataset("avqa", ANNOTATIONS)
 
@@ -37,7 +38,7 @@ def test_every_table_of_a_benchmark_is_read_from_its_adapter():
         assert vocab.CLASSES[name] is a.classes, name
         assert synth.CLASSES[name] is a.synth_classes and a.demo_clips > 0, name
         assert not a.classes or {vocab.key(n) for n in a.synth_classes} <= {vocab.key(n) for n in a.classes}, name
-    assert vocab.TASKS == tuple(ADAPTERS) == tuple(prompts()) and len(set(prompts().values())) == 7
+    assert vocab.TASKS == tuple(ADAPTERS) == tuple(prompts()) and len(set(prompts().values())) == 10
 
 
 def test_a_benchmark_is_named_only_in_its_adapter_and_the_adapter_list():

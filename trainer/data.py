@@ -41,6 +41,10 @@ Decisions (the paper is silent):
   float16 until they reach the device; LLP (no SPM) never reads patches. Where clips repeat in
   a batch (questions of one video), the features stay one row per clip and `clip_rows` (B,)
   gives each sample's row: they are copied, moved and standardised once per video.
+- Time axes count the store's feature steps (`length`, T); TaskStore.hop is the seconds per
+  step (attrs["hop"], 1 in stores made before it). Every batch has `visual_valid` (B,) bool:
+  False where the sample's clip has no picture (an audio-only .wav source, visual_length 0;
+  its visual and patch rows are zeros, never frames, and the model masks them).
 """
 
 from __future__ import annotations
@@ -79,7 +83,7 @@ class TaskStore:
 
     task: str
     path: Path
-    T: int                                # seconds per clip (any-length store: its longest clip)
+    T: int                                # steps per clip (any-length store: its longest clip)
     visual_dim: int
     n_patches: int
     vocab_emb: np.ndarray                 # (V, D) float32; where its Benchmark says class_prompts,
@@ -91,6 +95,7 @@ class TaskStore:
     random_weights: bool
     samples: dict[str, np.ndarray] = field(default_factory=dict)   # split -> sample indices
     questions: dict[str, np.ndarray] = field(default_factory=dict)  # questions: clip, answer, emb
+    hop: float = 1.0                      # seconds per step (attrs["hop"]; absent: 1)
 
     @property
     def spec(self) -> Benchmark:
@@ -140,7 +145,7 @@ def open_task(task: str, path: Path | str) -> TaskStore:
     # T: the clip length of a fixed-T store; of an any-length store (attrs T = 0), its longest done clip
     T = int(attrs.get("T") if "T" in attrs else patches[1]) or int(max(fs.read("length", done).max(initial=1), 1))
     ts = TaskStore(task, Path(path), T, int(patches[-1]), int(patches[2]), vocab.astype(np.float32),
-                   valid, list(attrs.get("classes", [])), fs.random_weights)
+                   valid, list(attrs.get("classes", [])), fs.random_weights, hop=fs.hop)
     if spec.questions:
         clip = fs.shared("question_clip").astype(np.int64)
         split_names = list(attrs["question_splits"])
@@ -177,14 +182,11 @@ class TaskData:
     def __getstate__(self) -> dict:  # the store handle is not sent to loader processes
         return {**self.__dict__, "_fs": None, "_prompt": None}
 
-    hop = 1.0   # the store's seconds per step, read with the store
-
     @property
     def fs(self) -> FeatureStore:
         if self._fs is None:
             self._fs = FeatureStore(self.ts.path)
             self._prompt = self._fs.shared("task_emb")[prompt_row(self._fs, self.ts.task)]
-            self.hop = float(self._fs.attrs.get("hop", 1.0))   # stores older than the attribute: 1 s
         return self._fs
 
     def read(self, split: str, positions: np.ndarray) -> dict[str, np.ndarray]:
@@ -204,8 +206,9 @@ class TaskData:
         for name in LONG:
             if name in batch:
                 batch[name] = batch[name].astype(np.int64)
-        batch["length"] = batch["length"].astype(np.int64)      # (B,) the clips' seconds
-        batch["hop"] = np.full(len(samples), self.hop, np.float32)   # (B,) seconds per step (dense targets)
+        batch["length"] = batch["length"].astype(np.int64)      # (B,) the clips' steps
+        batch["visual_valid"] = ~self.fs._picture_missing()[clips]     # (B,) False: no picture (audio only)
+        batch["hop"] = np.full(len(samples), self.ts.hop, np.float32)   # (B,) seconds per step (dense targets)
         if self.ts.questions:
             q = self.ts.questions
             batch["answer"] = q["answer"][samples]
@@ -379,9 +382,11 @@ def feature_stats(stores: dict[str, TaskStore], clips: int = 64, patch_clips: in
         if not len(train):
             continue
         fs = FeatureStore(s.path)
+        pictured = np.setdiff1d(train, fs.audio_only())     # audio-only clips' zero rows are no frames
         for name in FEATURES:
             n = clips if name != "patches" else patch_clips
-            for i in train[np.linspace(0, len(train) - 1, min(n, len(train))).round().astype(int)]:
+            pool = train if name == "audio" else pictured
+            for i in pool[np.linspace(0, len(pool) - 1, min(n, len(pool))).round().astype(int)] if len(pool) else ():
                 x = fs.read(name, int(i)).astype(np.float64).reshape(-1, fs.group[name].shape[-1])
                 acc = sums[name]
                 acc[0], acc[1], acc[2] = acc[0] + x.sum(0), acc[1] + (x * x).sum(0), acc[2] + len(x)

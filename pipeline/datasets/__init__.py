@@ -1,4 +1,4 @@
-"""The seven benchmarks of stage one: one adapter module per benchmark behind one interface.
+"""The ten benchmarks of stage one: one adapter module per benchmark behind one interface.
 
     ds = load_dataset("llp", root, DatasetsConfig())        # parse the real annotation files
     extract_dataset(ds, out, extract_cfg)                   # features + targets -> one store
@@ -24,9 +24,11 @@ skip them when nothing changed):
               question_splits, question_text)
     per clip  the adapter's targets, named as in its docstring
     shared/   vocab_emb (V, D) float32: CLIP text embedding of every vocabulary phrase;
-              task_emb (7, D) float32: of every task's prompt, one batch, rows in prompt_names
+              task_emb (10, D) float32: of every task's prompt, one batch, rows in prompt_names
               order (ADAPTERS order);
               valid_ids (K,) int32: the task's class tokens in class order (none for MS3);
+              class_emb (K, D) float32 (dense tasks, whose adapter has a class_template): of
+              every class's prompt, in class order; attrs["class_prompts"] holds the texts;
               MUSIC-AVQA's question table question_* (one row per question, see music_avqa.py)
               and question_emb (Q, D) float16
 Stores written before vocabulary version 2 also hold per-clip `tokens` (and LLP `eval_tokens`,
@@ -44,7 +46,7 @@ from typing import Callable
 import numpy as np
 
 from ..config import DatasetsConfig, ExtractConfig
-from . import ave, avs_ms3, avs_s4, avss, llp, music_avqa, vggss
+from . import activitynet, ave, avs_ms3, avs_s4, avss, desed, llp, music_avqa, unav100, vggss
 from .common import Adapter, Clip, Dataset, DatasetError
 
 ADAPTERS: dict[str, Adapter] = {
@@ -55,6 +57,9 @@ ADAPTERS: dict[str, Adapter] = {
     "avs-ms3": avs_ms3.ADAPTER,
     "avss": avss.ADAPTER,
     "music-avqa": music_avqa.ADAPTER,
+    "unav100": unav100.ADAPTER,
+    "activitynet": activitynet.ADAPTER,
+    "desed": desed.ADAPTER,
 }
 
 
@@ -63,7 +68,16 @@ def prompts() -> dict[str, str]:
     return {name: a.prompt for name, a in ADAPTERS.items()}
 
 
-__all__ = ["ADAPTERS", "prompts", "Adapter", "Clip", "Dataset", "DatasetError", "load_dataset",
+def class_prompts(name: str, classes: list[str]) -> list[str]:
+    """The benchmark's class prompt of every class, in class order (UniAV's templates, names with
+    underscores shown with spaces); [] for a benchmark without a template."""
+    adapter = ADAPTERS.get(name)
+    if adapter is None or not adapter.class_template:
+        return []
+    return [adapter.class_template.format(" ".join(c.replace("_", " ").split())) for c in classes]
+
+
+__all__ = ["ADAPTERS", "prompts", "class_prompts", "Adapter", "Clip", "Dataset", "DatasetError", "load_dataset",
            "extract_dataset", "present", "missing_list"]
 
 
@@ -105,7 +119,8 @@ def extract_dataset(ds: Dataset, out: Path, cfg: ExtractConfig, on_results=None)
     splits = {s: [i for i, c in enumerate(clips) if s in c.splits] for s in ds.split_names()}
     attrs = {"dataset": ds.name, "task": ds.name, "splits": splits, "vocab": ds.vocab.as_attrs(),
              "quirks": dict(ds.quirks), "missing": len(missing)}
-    summary = run_extract([c.source for c in clips], [c.clip_id for c in clips], out, cfg, on_results, attrs)
+    summary = run_extract([c.source for c in clips], [c.clip_id for c in clips], out, cfg, on_results, attrs,
+                          task=ds.name)
     store = FeatureStore(out, mode="r+")
     write_targets(store, ds, clips, cfg)
     listing = missing_list(out)
@@ -133,6 +148,7 @@ def _stack(clips: list[Clip], name: str) -> np.ndarray:
 def fingerprint(ds: Dataset, clips: list[Clip], cfg: ExtractConfig) -> str:
     h = hashlib.sha256(f"{ds.vocab.sha} {cfg.clip_model} {cfg.random_weights} {ds.dense_key}".encode())
     h.update(repr(prompts()).encode())                   # task_emb
+    h.update(repr(class_prompts(ds.name, ds.classes)).encode())   # class_emb
     for name in sorted(clips[0].targets):
         h.update(name.encode() + _stack(clips, name).tobytes())
     for name, values in sorted((ds.questions or {}).items()):
@@ -157,9 +173,15 @@ def write_targets(store, ds: Dataset, clips: list[Clip], cfg: ExtractConfig) -> 
     store.put("task_emb", encode(list(task_prompts.values())).astype(np.float32), per_clip=False)
     if ds.classes:
         store.put("valid_ids", ds.vocab.class_ids(ds.classes), per_clip=False)
+    texts = class_prompts(ds.name, ds.classes)
+    if texts:
+        store.put("class_emb", encode(texts).astype(np.float32), per_clip=False)
+        extra_attrs = {"class_prompts": texts}
+    else:
+        extra_attrs = {}
     extra = _write_questions(store, ds, clips, encode) if ds.questions else {}
     store.set_attrs(classes=list(ds.classes), task_prompts=task_prompts, prompt_names=list(task_prompts),
-                    quirks=dict(ds.quirks), **ds.attrs, **extra)
+                    quirks=dict(ds.quirks), **ds.attrs, **extra, **extra_attrs)
     store.set_attrs(targets_fingerprint=fp)
 
 

@@ -9,7 +9,10 @@ fails with `FILE:LINE: what is wrong` (a DatasetError; the CLI prints it and exi
 read_text (UTF-8, naming the line and column of bad bytes), read_csv (rows that know their
 line; required columns checked once, from the header) with field() and split_field(), and
 JsonList (a JSON list of entries; an entry is named by its index, its id and the line and
-column where it starts)."""
+column where it starts) and JsonTree (nested JSON objects, ActivityNet's `database`: a value is
+named by its path and the line and column where it starts). The dense benchmarks also share
+MediaFolder (a clip's media among several extensions), clean_events (their quirks, counted) and
+dense_targets (the arrays every dense clip holds)."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import dataclasses
 import io
 import json
 import math
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -98,6 +102,8 @@ class Adapter:
     synth_tiles: bool = False          # its objects are flat-coloured tiles, not shapes
     hop: float = 1.0                   # seconds per feature step, the benchmark's default (the
                                        # extract setting `hop` overrides it; dense tasks: 0.25)
+    class_template: str = ""           # the class prompt, "{}" = the class name (dense tasks, UniAV's
+                                       # templates): stage one stores shared/class_emb of every class
 
 
 def need_file(path: Path, what: str) -> Path:
@@ -335,3 +341,150 @@ def resize_nearest(mask: np.ndarray, size: int) -> np.ndarray:
     if mask.shape == (size, size):
         return mask
     return np.asarray(Image.fromarray(mask.astype(np.uint8)).resize((size, size), Image.NEAREST))
+
+
+# ----------------------------------------------------------------------------- dense benchmarks
+class JsonTree:
+    """A JSON file of nested objects and lists (ActivityNet's `{"database": {id: {...}}}`). A value
+    is named in messages by its path and where it starts: FILE:LINE:COL: database["abc"].annotations[2].
+    Positions are found only when a message needs them (by walking the text to that path)."""
+
+    def __init__(self, path: Path, what: str):
+        self.path = path
+        self.text, self.data = read_json(path, what)
+
+    def node(self, at: tuple) -> Any:
+        value = self.data
+        for k in at:
+            value = value[k]
+        return value
+
+    def where(self, at: tuple) -> str:
+        name = ""
+        for k in at:                                  # field names as .name, ids and indices in brackets
+            plain = isinstance(k, str) and re.fullmatch(r"[a-z_]+", k)
+            name += (f".{k}" if name else k) if plain else f"[{json.dumps(k)}]"
+        pos = _json_position(self.text, at)
+        return f"{self.path}:{pos}: {name or 'the top level'}" if pos else f"{self.path}: {name or 'the top level'}"
+
+    def value(self, at: tuple, key: str, kinds: tuple[type, ...], convert: Callable | None = None,
+              what: str = "", default: Any = REQUIRED) -> Any:
+        """The object at path `at`'s `key`, which must be one of the JSON `kinds` (bool is never an
+        int) and pass `convert` (a ValueError or TypeError fails as: <key> <value> is not <what>)."""
+        obj = self.node(at)
+        if not isinstance(obj, dict):
+            raise DatasetError(f"{self.where(at)}: expected an object, got {json_type(obj)} {_short(obj)}")
+        if key not in obj:
+            if default is not REQUIRED:
+                return default
+            raise DatasetError(f"{self.where(at)}: no key {key!r}; keys: {', '.join(map(str, obj)) or 'none'}")
+        v = obj[key]
+        if not isinstance(v, kinds) or (isinstance(v, bool) and bool not in kinds):
+            expected = " or ".join(_JSON_NAMES[t] for t in kinds)
+            shown = "" if v is None or isinstance(v, bool) else f" {_short(v)}"
+            raise DatasetError(f"{self.where((*at, key))}: {key} is {json_type(v)}{shown}, expected {expected}")
+        if convert is None:
+            return v
+        try:
+            return convert(v)
+        except (ValueError, TypeError) as err:
+            why = f": {err}" if isinstance(err, Invalid) else ""
+            raise DatasetError(f"{self.where((*at, key))}: {key} {_short(v)} is not {what}{why}") from None
+
+
+def _json_position(text: str, at: tuple) -> str:
+    """LINE:COL (as json counts them) where the value at path `at` starts in `text`; "" if not found."""
+    decoder, ws = json.JSONDecoder(), re.compile(r"[ \t\n\r]*")
+    try:
+        i = ws.match(text).end()
+        for k in at:
+            close, i = {"{": "}", "[": "]"}[text[i]], ws.match(text, i + 1).end()
+            n = 0
+            while text[i] != close:
+                if close == "}":
+                    name, i = decoder.raw_decode(text, i)
+                    i = ws.match(text, ws.match(text, i).end() + 1).end()       # past ":"
+                    found = name == k
+                else:
+                    found, n = n == k, n + 1
+                if found:
+                    break
+                i = ws.match(text, decoder.raw_decode(text, i)[1]).end()
+                if text[i] == ",":
+                    i = ws.match(text, i + 1).end()
+            else:
+                return ""
+    except (ValueError, IndexError, KeyError):      # cannot happen for text json.loads took; never hide the error
+        return ""
+    line = text.count("\n", 0, i) + 1
+    return f"{line}:{i - text.rfind(chr(10), 0, i)}"
+
+
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm")
+
+
+class MediaFolder:
+    """One folder's media files, listed once (a dataset has thousands): a clip's file is the first
+    of its candidate names, each tried with every extension in order, that exists."""
+
+    def __init__(self, folder: Path, extensions: tuple[str, ...] = VIDEO_EXTENSIONS):
+        self.folder, self.extensions = Path(folder), extensions
+        self.names = set(os.listdir(self.folder)) if self.folder.is_dir() else set()
+
+    def find(self, *stems: str) -> str | None:
+        for stem in stems:
+            for ext in self.extensions:
+                if stem + ext in self.names:
+                    return str(self.folder / (stem + ext))
+        return None
+
+    def path(self, *stems: str) -> str:
+        """The file found, else the expected one (the first name and extension; reported missing)."""
+        return self.find(*stems) or str(self.folder / (stems[0] + self.extensions[0]))
+
+
+Event = tuple[float, float, int]          # (start, end) in seconds, class index
+
+
+def segment(value: list) -> tuple[float, float]:
+    """A JSON [start, end] in seconds (numbers, start <= end)."""
+    if len(value) != 2 or not all(is_number(v) for v in value):
+        raise Invalid("expected [start, end], two numbers")
+    if value[0] > value[1]:
+        raise Invalid("its start is after its end")
+    return float(value[0]), float(value[1])
+
+
+def positive(value: float) -> float:
+    if not is_number(value) or not value > 0:
+        raise Invalid("not above 0")
+    return float(value)
+
+
+def clean_events(events: list[Event], duration: float, quirks: Counter, noun: str = "events") -> list[Event]:
+    """One clip's events as the targets keep them, the oddities counted: duplicates (same class, both
+    ends within 1e-3 s of an earlier one) and zero-length ones are kept (the official GT keeps them);
+    those reaching past the duration (when known) or before 0 are clipped to [0, duration]."""
+    out = []
+    for k, (start, end, label) in enumerate(events):
+        quirks[f"duplicate_{noun}"] += any(l == label and abs(s - start) <= 1e-3 and abs(e - end) <= 1e-3
+                                           for s, e, l in events[:k])
+        quirks[f"zero_length_{noun}"] += start == end
+        quirks[f"{noun}_before_zero"] += start < 0
+        if not math.isnan(duration):
+            quirks[f"{noun}_past_duration"] += end > duration
+            quirks[f"{noun}_starting_past_duration"] += start > duration
+            start, end = min(start, duration), min(end, duration)
+        out.append((max(start, 0.0), max(end, 0.0), label))
+    return out
+
+
+def dense_targets(events: list[Event], E: int, duration: float) -> dict[str, np.ndarray]:
+    """A dense clip's targets: segments (E, 2) float32 seconds (NaN rows pad), segment_labels (E,)
+    int16 class index (-1 pads), duration () float32 seconds (NaN: unknown)."""
+    segments = np.full((E, 2), np.nan, np.float32)
+    labels = np.full(E, -1, np.int16)
+    for k, (start, end, label) in enumerate(events):
+        segments[k] = start, end
+        labels[k] = label
+    return {"segments": segments, "segment_labels": labels, "duration": np.float32(duration)}
