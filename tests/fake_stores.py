@@ -115,9 +115,9 @@ DENSE_HOP = 0.25
 
 
 def dense_classes(task: str, k: int = 4) -> list[str]:
-    """The task's class names where stage one defines them (pipeline.vocab), else k made-up ones."""
+    """The first k of the task's class names (stage one's, pipeline.vocab), or k made-up ones."""
     names = CLASSES.get(task) or [f"{task} event {c}" for c in range(k)]
-    return list(names)
+    return list(names)[:k]
 
 
 def make_dense_store(root: Path, task: str, n: int = 16, seed: int = 0, steps: tuple[int, int] = (24, 64),
@@ -128,7 +128,8 @@ def make_dense_store(root: Path, task: str, n: int = 16, seed: int = 0, steps: t
     `hop` seconds, time-chunked; 1 to 3 planted events a clip (fractional seconds, classes may
     overlap), the features of an event's steps carrying its class's pattern (`signal` x a fixed
     random vector per class, in audio and, where the clip has a picture, visual); the last
-    `audio_only` fraction of the clips has no picture (visual_length 0, visual rows zero).
+    `audio_only` fraction of the clips has no picture (visual_length 0, no visual or patch
+    chunks, as the store writes audio-only clips). Classes: the first 4 of the benchmark's.
     shared/class_emb: a random embedding per class. Splits: half train, a quarter val and test
     (DESED, which has no val split: half train, half test), unless `splits` is given."""
     rng = np.random.default_rng([seed, sum(map(ord, task))])
@@ -166,11 +167,11 @@ def make_dense_store(root: Path, task: str, n: int = 16, seed: int = 0, steps: t
             k0, k1 = int(start / hop), int(np.ceil((start + dur) / hop))     # the steps it touches
             a[k0:k1] += signal * pattern_a[c]
             v[k0:k1] += signal * pattern_v[c]
-        if not picture[i]:
-            v[:] = 0
         p = np.repeat(v[:, None], G * G, 1) + 0.1 * rng.standard_normal((L, G * G, D))
-        checks.append(fs.write_clip(i, {"audio": a.astype(np.float16), "visual": v.astype(np.float16),
-                                        "patches": p.astype(np.float16)}))
+        values = {"audio": a.astype(np.float16)}
+        if picture[i]:                 # an audio-only clip has no visual or patch chunks (the store reads zeros)
+            values |= {"visual": v.astype(np.float16), "patches": p.astype(np.float16)}
+        checks.append(fs.write_clip(i, values) | ({} if picture[i] else fs.absent(i, ["visual", "patches"])))
     fs.put("segments", segments)
     fs.put("segment_labels", labels)
     fs.put("duration", (lengths * hop).astype(np.float32))
