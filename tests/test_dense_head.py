@@ -194,7 +194,7 @@ def test_a_short_dense_run_finds_planted_events_far_above_chance(tmp_path):
 def test_three_dense_benchmarks_jointly_desed_unvalidated_takes_last_pt(tmp_path):
     """DESED has no val split: it trains, is never validated, and evaluation per task takes
     last.pt for it (UniAV's choice), best-<task>.pt for the others. ActivityNet is scored by
-    class names; a predictions file rescored gives its JSON's numbers; the official results
+    class names, on its validation set under --split test; a predictions file rescored gives its JSON's numbers; the official results
     JSON lists each clip's detections by class name."""
     import json
 
@@ -219,6 +219,10 @@ def test_three_dense_benchmarks_jointly_desed_unvalidated_takes_last_pt(tmp_path
         assert set(results[task]["metrics"]) <= set(BENCHMARKS[task].metric_keys)
         assert 0 <= results[task]["metrics"]["avg"] <= 1 and results[task]["chance"]["avg"] > 0
     assert len(results["activitynet"]["metrics"]) == 11         # 0.5:0.05:0.95 and avg
+    assert results["activitynet"]["scored_split"] == "val" and "scored_split" not in results["unav100"]
+    with np.load(run / "eval" / "test" / "activitynet.npz") as z:   # ActivityNet reports on validation
+        assert z["clip_index"].tolist() == open_task("activitynet", tmp_path / "activitynet.zarr").samples[
+            "val"].tolist()
     again = evaluate(run / "eval" / "test" / "activitynet.npz")["activitynet"]
     assert again["metrics"] == pytest.approx(results["activitynet"]["metrics"])
     doc = json.loads((run / "eval" / "test" / "results" / "activitynet.json").read_text())

@@ -18,6 +18,9 @@ Decisions:
 - Which checkpoint: "best" (overall best by mean validation selection metric; last.pt when
   no validation ran), "last", "task" (each task its own best-<task>.pt; a task without a
   validation split, VGG-SS or DESED, last.pt as UniAV), or a path.
+- `--split test` scores each benchmark's `test_split`: ActivityNet's official protocol reports
+  on validation (its testing set has no labels), so its eval/test JSON holds the val clips'
+  numbers and says so ("scored_split": "val").
 - Open-set runs (`holdout_classes` in config.yaml): the predictions carry `unseen` (K,), the
   classes held out of training; a benchmark that reports them apart (the dense ones) scores
   seen and unseen classes separately, chance too.
@@ -90,6 +93,8 @@ def write(folder: Path, task: str, split: str, result: dict, preds: dict | None,
            "metrics": result["metrics"], "chance": result["chance"], "per_class": result["per_class"]}
     if result.get("skipped"):
         doc["skipped"] = int(result["skipped"])
+    if result.get("scored_split"):   # the clips scored come from another split (Benchmark.test_split)
+        doc["scored_split"] = result["scored_split"]
     path = folder / f"{task}.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=1))
@@ -136,18 +141,20 @@ def evaluate(path: Path, split: str = "test", tasks: list[str] | None = None, ch
         if store_path is None:
             raise FileNotFoundError(f"{path}: store of {t} not found ({run.stores.get(t, 'none in run.json')})")
         ts = open_task(t, store_path)
-        if ts.n(split) == 0:
-            results[t] = {"skipped_split": split}
+        scored = ts.spec.test_split if split == "test" else split   # ActivityNet: its labelled validation set
+        if ts.n(scored) == 0:
+            results[t] = {"skipped_split": scored}
             continue
         ck = pick_checkpoint(path, checkpoint, t, validated=ts.n(val_split) > 0)
         if ck not in models:
             models[ck] = load_model(ck, dev)
         model, state = models[ck]
-        preds = predict(model, ts, split, dev, batch_size, workers, precision, state.get("feature_norm"))
+        preds = predict(model, ts, scored, dev, batch_size, workers, precision, state.get("feature_norm"))
         unseen = holdout_mask(settings.get("holdout_classes"), ts.classes, t, int(settings.get("seed", 0)))
         if unseen is not None and supports(ts.spec.targets):   # open-set: scored seen / unseen apart
             preds["unseen"] = unseen
-        results[t] = score(t, preds, store_path) | {"checkpoint": str(ck)}
+        results[t] = score(t, preds, store_path) | {"checkpoint": str(ck)} | (
+            {"scored_split": scored} if scored != split else {})
         write(path / "eval" / split, t, split, results[t], preds, run.random_weights or ts.random_weights)
         if ts.spec.export is not None:   # dense: the official results JSON, for users (its own
             folder = path / "eval" / split / "results"   # folder: eval/<split>/*.json are eval JSONs)

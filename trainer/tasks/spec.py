@@ -79,6 +79,8 @@ class Benchmark:
     demo_weight: float = 1.0                    # `avu demo`: its draw weight (trainer/demo.py says why)
     class_prompts: bool = False                 # its head scores the store's class prompts (shared/class_emb):
                                                 # the model call's vocab_emb is class_emb, one row a class
+    test_split: str = "test"                    # the split `avu eval --split test` scores (ActivityNet: val, the
+                                                # official validation set; its testing set has no labels)
     export: Callable | None = None              # (predictions, FeatureStore, path): a results file for users
                                                 # beside the eval JSON (dense: the official JSON layout)
 
