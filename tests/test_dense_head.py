@@ -279,3 +279,26 @@ def test_open_set_run_reports_seen_and_unseen_classes(tmp_path):
     assert {"avg_seen", "avg_unseen"} <= set(result["chance"])
     with np.load(run / "eval" / "test" / "desed.npz") as z:
         assert z["unseen"].tolist() == [False, True, False, False]
+
+
+def test_ground_truth_as_predictions_scores_full_marks_and_chance_less(store):
+    """Each clip's own events as its detections: mAP 1 at every threshold, per class too;
+    the trivial predictors score less. ActivityNet's rule (names) agrees."""
+    from pipeline.store import FeatureStore
+
+    fs = FeatureStore(store)
+    idx = fs.split("test")
+    segs, labels = fs.read("segments", idx), fs.read("segment_labels", idx).astype(np.int64)
+    N, E = labels.shape
+    preds = {"clip_index": idx, "det_label": np.full((N, 100), -1, np.int16),
+             "det_score": np.zeros((N, 100), np.float32), "det_segment": np.zeros((N, 100, 2), np.float32)}
+    preds["det_label"][:, :E] = labels
+    preds["det_segment"][:, :E] = np.nan_to_num(segs)
+    preds["det_score"][:, :E] = np.linspace(1, 0.5, N * E).reshape(N, E)      # no ties
+    for kind, rule in (("unav", "unav"), ("activitynet", "activitynet")):
+        r = DB.score(preds, fs, True, kind, rule)
+        assert set(r["metrics"].values()) == {1.0}, (rule, r["metrics"])
+        assert set(r["per_class"].values()) == {1.0} and set(r["per_class"]) <= set(fs.attrs["classes"])
+        assert r["chance"]["avg"] < 0.9 and r["chance"].keys() == r["metrics"].keys()
+    moved = dict(preds, det_segment=preds["det_segment"] + 100.0)            # far outside every event
+    assert DB.score(moved, fs, False, "unav", "unav")["metrics"]["avg"] == 0.0
