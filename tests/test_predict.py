@@ -27,10 +27,14 @@ from trainer.predict_schema import SCHEMA
 from .conftest import SAMPLES, need, tiny_config
 from .fake_stores import make_stores
 
-jsonschema = pytest.importorskip("jsonschema")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TINY = ["d_model=16", "n_heads=2", "d_ff=16", "mask_channels=8", "batch_size=4", "workers=0", "max_steps=3",
         "eval_every=1000", "log_every=1"]
+
+
+def validate(doc: dict) -> None:
+    jsonschema = pytest.importorskip("jsonschema")   # a test dependency (pyproject.toml [test])
+    jsonschema.validate(doc, SCHEMA)
 
 
 def provenance(fs: FeatureStore, cfg) -> None:
@@ -89,7 +93,7 @@ def test_windows_cover_every_step_once():
 
 def test_json_validates_and_covers_the_whole_video(predicted):
     folder, doc, _ = predicted
-    jsonschema.validate(doc, SCHEMA)
+    validate(doc)
     assert doc["random_weights"] and "RANDOM-WEIGHT" in doc["notice"]
     assert doc["video"]["steps"] == 25 and doc["video"]["duration"] == 25.0
     assert set(doc["tasks"]) == set(TASKS)
@@ -121,6 +125,7 @@ def test_a_broken_document_fails_the_schema(predicted):
     _, doc, _ = predicted
     bad = json.loads(json.dumps(doc))
     bad["tasks"]["ave"]["seconds"][0]["score"] = 1.5
+    jsonschema = pytest.importorskip("jsonschema")
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, SCHEMA)
 
@@ -181,7 +186,7 @@ def test_the_real_sample_clip(run, tmp_path):
     video = need(SAMPLES / "ave" / "-67UNKFmRLk.mp4")
     prep = P.prepare(run, tasks=["ave", "llp", "avs-s4"], device="cpu")
     doc = P.predict_video(prep, video, tmp_path / "ave")
-    jsonschema.validate(doc, SCHEMA)
+    validate(doc)
     assert doc["video"]["duration"] == 10.0 and set(doc["tasks"]) == {"ave", "llp", "avs-s4"}
     assert len(doc["tasks"]["avs-s4"]["windows"]) == 2 and len(doc["tasks"]["ave"]["windows"]) == 1
     assert "music-avqa: no --ask" in " ".join(P.prepare(run, device="cpu").warnings)

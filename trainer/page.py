@@ -158,13 +158,13 @@ def tracks(doc: dict) -> list[dict]:
 
 def timeline_svg(doc: dict, width: int = 960) -> str:
     duration = max(doc["video"]["duration"], 1e-9)
-    label_w, lane_h, gap = 190, 16, 6
-    x = lambda t: label_w + (width - label_w) * t / duration      # noqa: E731
+    label_w, lane_h, gap, right = 190, 16, 6, 14
+    x = lambda t: label_w + (width - right - label_w) * t / duration      # noqa: E731
     parts, y = [], 24
     for row in tracks(doc):
         height = lane_h * row.get("lanes", 1)
         parts.append(f'<text x="4" y="{y + 12}" class="track">{html.escape(row["name"])}</text>')
-        parts.append(f'<rect x="{label_w}" y="{y}" width="{width - label_w}" height="{height}" class="lane"/>')
+        parts.append(f'<rect x="{label_w}" y="{y}" width="{width - right - label_w}" height="{height}" class="lane"/>')
         if row["kind"] == "events":
             for lane, e in row["events"]:
                 w = max(x(e["end"]) - x(e["start"]), 1)
@@ -189,7 +189,7 @@ def timeline_svg(doc: dict, width: int = 960) -> str:
                      f'<text x="{x(t):.1f}" y="12" class="ticklabel">{t:g}s</text>')
         t += step
     return (f'<svg id="timeline" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{y + 4}" '
-            f'data-label-width="{label_w}" data-duration="{duration}">{"".join(ticks)}{"".join(parts)}'
+            f'data-label-width="{label_w}" data-right="{right}" data-duration="{duration}">{"".join(ticks)}{"".join(parts)}'
             f'<line id="cursor" x1="{x(0):.1f}" x2="{x(0):.1f}" y1="16" y2="{y}"/></svg>')
 
 
@@ -244,7 +244,7 @@ SCRIPT = """
   var cursor = document.getElementById('cursor');
   var lw = parseFloat(svg.getAttribute('data-label-width'));
   var duration = parseFloat(svg.getAttribute('data-duration'));
-  var width = parseFloat(svg.getAttribute('width'));
+  var width = parseFloat(svg.getAttribute('width')) - parseFloat(svg.getAttribute('data-right'));
   function show(i){
     var k = data.steps[i];
     document.getElementById('frame').src = data.frames[i];
@@ -321,10 +321,10 @@ def write_page(out: Path, doc: dict, frames: np.ndarray, arrays: dict) -> Path:
 <div class="muted">{v["duration"]:.2f} s ({n} steps of {hop:g} s) · run {html.escape(doc["run"]["name"])} ·
 <a href="predictions.json">predictions.json</a> (schema {html.escape(doc["schema"])} v{doc["version"]})</div>
 {banner}{warnings}
-<h2>Timeline</h2>{timeline_svg(doc)}
 <h2>Frames <span id="when"></span></h2>
 <input type="range" id="step" min="0" max="{len(steps) - 1}" value="0" step="1">{sampled}
-<div id="caption"></div><div class="frames">{"".join(figures)}</div>
+<div class="frames">{"".join(figures)}</div><div id="caption"></div>
+<h2>Timeline <span class="muted">(click to move the frames there)</span></h2>{timeline_svg(doc)}
 <h2>Questions and answers</h2>{_qa_html(doc)}
 <h2>Provenance</h2><table>{_provenance_rows(doc)}</table>
 <script type="application/json" id="page-data">{embedded}</script>

@@ -54,6 +54,7 @@ from trainer.tasks import avs as avs_head
 
 MAX_SECONDS = 6 * 3600     # the longest video predicted (stage one's cap, max_seconds)
 BATCH_WINDOWS = 8          # windows per forward pass
+MIN_AREA = 0.01            # AVSS: a class is an event where it covers at least this fraction of the frame
 # settings of the stores' features that the videos must share (T and max_seconds are per store)
 SAME_FEATURES = ("sample_rate", "clip_model", "patch_grid", "random_weights", "precision", "encoders")
 
@@ -366,8 +367,9 @@ def describe_avss(a: dict, classes: list[str], hop: float) -> dict:
         objects = [{"label": classes[c] if c < len(classes) else str(c), "area": round(float(counts[c] / masks[k].size), 4)}
                    for c in np.flatnonzero(counts) if c != 0]
         rows.append({**row, "objects": sorted(objects, key=lambda o: -o["area"])})
-    events = [_event("avss", classes[c], "visual", s, e, 1.0, hop)
-              for c in range(1, len(classes)) for s, e in runs((masks == c).any((1, 2)))]
+    area = np.stack([np.bincount(m.ravel(), minlength=len(classes))[:len(classes)] for m in masks]) / masks[0].size
+    events = [_event("avss", classes[c], "visual", s, e, area[s:e, c].mean(), hop)   # on >= MIN_AREA of the frame
+              for c in range(1, len(classes)) for s, e in runs(area[:, c] >= MIN_AREA)]
     return {"seconds": rows, "events": sorted(events, key=lambda e: (e["start"], e["label"]))}
 
 

@@ -19,6 +19,8 @@ later version adds keys (readers ignore what they do not know) or bumps the vers
                            ...per benchmark (llp: windows' video_labels; vggss: grid;
                               music-avqa: questions [{question, answer, top, windows}])}}}
 
+Event scores: the mean probability over the event (AVSS: the mean fraction of the frame
+the class covers; it is an event where that is at least 1%).
 Per-step rows: AVE {label, score, top: [{label, score}] x 3}; LLP {audio, visual,
 audio-visual: [{label, score}]}; VGG-SS {peak: [x, y] (0-1 of the frame), max, heatmap: g x g};
 S4 / MS3 {area (fraction of the frame sounding), score (mean probability there)}; AVSS
