@@ -90,8 +90,9 @@ class Browser:
 
         for domain in ("Page", "Runtime", "Log"):
             await call(f"{domain}.enable")
+        start = len(self.events)                 # events of earlier visits stay, for errors()
         await call("Page.navigate", url=url)
-        while not any(e.get("method") == "Page.loadEventFired" for e in self.events):
+        while not any(e.get("method") == "Page.loadEventFired" for e in self.events[start:]):
             self.events.append(json.loads(await asyncio.wait_for(conn.read_message(), 60)))
         value = (await call("Runtime.evaluate", expression=script, returnByValue=True, awaitPromise=True))
         shot = await call("Page.captureScreenshot", format="png", captureBeyondViewport=False)
