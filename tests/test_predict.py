@@ -236,7 +236,7 @@ def test_clear_errors(run, tmp_path, clip25):
     assert result.exit_code == 2 and "no such video file" in said(result)
     result = runner.invoke(app, ["predict", str(run), str(clip25), "--tasks", "ave", "--ask", "Why?",
                                  "--out", str(tmp_path)])
-    assert result.exit_code == 2 and "--ask needs the music-avqa head" in said(result)
+    assert result.exit_code == 2 and "--ask needs a question-answering head (MUSIC-AVQA)" in said(result)
     bare = make_stores(tmp_path / "bare", ["ave"], n=4, D=64, G=4).format(task="ave")
     with pytest.raises(P.PredictError, match="no feature provenance"):
         P.encoder_config(FeatureStore(bare))

@@ -30,7 +30,7 @@ from PIL import Image
 
 MAX_IMAGES = 300        # steps with pictures, per task
 THUMB = 320             # picture width in pixels
-SPATIAL = ("vggss", "avs-s4", "avs-ms3", "avss")
+SPATIAL = ("ssl", "mask", "semantic")      # task kinds (trainer/predict.py HEAD_KINDS) drawn over the frame
 _TAB20 = None
 
 
@@ -55,18 +55,18 @@ def _palette(k: int) -> tuple[int, int, int]:
     return tuple(int(c) for c in _TAB20[k % 20])
 
 
-def overlay(frame: Image.Image, task: str, layer: np.ndarray) -> Image.Image:
-    """The frame with one step's output of `task` over it (module docstring)."""
+def overlay(frame: Image.Image, kind: str, layer: np.ndarray) -> Image.Image:
+    """The frame with one step's output of a task of `kind` over it (module docstring)."""
     size = frame.size
     base = np.asarray(frame.convert("RGB"), np.float32)
-    if task == "vggss":
+    if kind == "ssl":
         from matplotlib import colormaps
 
         span = float(np.ptp(layer))
         norm = (layer - layer.min()) / span if span > 0 else np.zeros_like(layer)
         up = np.asarray(Image.fromarray(norm.astype(np.float32)).resize(size, Image.BILINEAR))
         rgb, alpha = colormaps["jet"](np.clip(up, 0, 1))[..., :3] * 255, np.full(up.shape, 0.5)
-    elif task in ("avs-s4", "avs-ms3"):
+    elif kind == "mask":
         on = np.asarray(Image.fromarray((layer > 0.5).astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 0
         rgb, alpha = np.broadcast_to(np.array([255.0, 25.0, 25.0]), (*on.shape, 3)), on * 0.55
     else:
@@ -77,11 +77,11 @@ def overlay(frame: Image.Image, task: str, layer: np.ndarray) -> Image.Image:
     return Image.fromarray(out.clip(0, 255).astype(np.uint8))
 
 
-def layers(task: str, arrays: dict) -> np.ndarray:
+def layers(kind: str, arrays: dict) -> np.ndarray:
     """(n, h, w) what is drawn for each step."""
-    if task == "vggss":
+    if kind == "ssl":
         return arrays["heatmap"]
-    if task in ("avs-s4", "avs-ms3"):
+    if kind == "mask":
         from trainer.predict import binary_masks
 
         return binary_masks(arrays, 128)
@@ -105,14 +105,14 @@ def write_overlays(out: Path, doc: dict, arrays: dict, frames: np.ndarray) -> di
     steps = image_steps(len(frames))
     thumbs = {k: _thumb(frames[k]) for k in steps}
     written = {}
-    for task in (t for t in doc["tasks"] if t in SPATIAL):
+    for task, kind in ((t, d["kind"]) for t, d in doc["tasks"].items() if d["kind"] in SPATIAL):
         folder = out / "overlays" / task
         folder.mkdir(parents=True, exist_ok=True)
-        layer = layers(task, arrays[task])
+        layer = layers(kind, arrays[task])
         written[task] = []
         for k in steps:
             name = f"overlays/{task}/{k:05d}.png"
-            (out / name).write_bytes(_png(overlay(thumbs[k], task, layer[k])))
+            (out / name).write_bytes(_png(overlay(thumbs[k], kind, layer[k])))
             written[task].append(name)
     return written
 
@@ -131,7 +131,7 @@ def tracks(doc: dict) -> list[dict]:
     rows = []
     for task, t in doc["tasks"].items():
         modalities = list(dict.fromkeys(e["modality"] for e in t["events"]))
-        if task == "llp":
+        if t["kind"] == "parsing":
             modalities = ["audio", "visual", "audio-visual"]
         for m in modalities:
             events = sorted((e for e in t["events"] if e["modality"] == m), key=lambda e: e["start"])
@@ -144,13 +144,13 @@ def tracks(doc: dict) -> list[dict]:
                 lanes[lane] = e["end"]
                 placed.append((lane, e))
             rows.append({"name": f"{task} · {m}", "kind": "events", "lanes": max(1, len(lanes)), "events": placed})
-        if task in ("avs-s4", "avs-ms3"):
+        if t["kind"] == "mask":
             rows.append({"name": f"{task} · sounding area", "kind": "level",
                          "values": [(s["start"], s["end"], s["area"]) for s in t["seconds"]]})
-        if task == "vggss":
+        if t["kind"] == "ssl":
             vals = [s["max"] for s in t["seconds"]]
             lo, hi = min(vals), max(vals)
-            rows.append({"name": "vggss · peak similarity", "kind": "level",
+            rows.append({"name": f"{task} · peak similarity", "kind": "level",
                          "values": [(s["start"], s["end"], (s["max"] - lo) / (hi - lo) if hi > lo else 0.5)
                                     for s in t["seconds"]]})
     return rows
@@ -206,18 +206,18 @@ def step_caption(doc: dict, k: int) -> str:
     for task, t in doc["tasks"].items():
         if k >= len(t["seconds"]):
             continue
-        s = t["seconds"][k]
-        if task == "ave":
-            bits.append(f"AVE: {s['label']} ({s['score']:.2f})")
-        elif task == "llp":
+        s, kind = t["seconds"][k], t["kind"]
+        if kind == "segments":
+            bits.append(f"{task}: {s['label']} ({s['score']:.2f})")
+        elif kind == "parsing":
             for m in ("audio", "visual", "audio-visual"):
-                bits.append(f"LLP {m}: " + (", ".join(c["label"] for c in s[m]) or "-"))
-        elif task in ("avs-s4", "avs-ms3"):
+                bits.append(f"{task} {m}: " + (", ".join(c["label"] for c in s[m]) or "-"))
+        elif kind == "mask":
             bits.append(f"{task}: sounding {100 * s['area']:.0f}% of the frame")
-        elif task == "avss":
-            bits.append("AVSS: " + (", ".join(f"{o['label']} {100 * o['area']:.0f}%" for o in s["objects"][:4]) or "-"))
-        elif task == "vggss":
-            bits.append(f"VGG-SS: peak at ({s['peak'][0]:.2f}, {s['peak'][1]:.2f})")
+        elif kind == "semantic":
+            bits.append(f"{task}: " + (", ".join(f"{o['label']} {100 * o['area']:.0f}%" for o in s["objects"][:4]) or "-"))
+        elif kind == "ssl":
+            bits.append(f"{task}: peak at ({s['peak'][0]:.2f}, {s['peak'][1]:.2f})")
     return " · ".join(bits)
 
 
@@ -283,11 +283,11 @@ def _provenance_rows(doc: dict) -> str:
 
 
 def _qa_html(doc: dict) -> str:
-    t = doc["tasks"].get("music-avqa")
-    if not t:
+    asked = [q for t in doc["tasks"].values() if t["kind"] == "qa" for q in t["questions"]]
+    if not asked:
         return '<p class="muted">No questions asked (--ask "QUESTION" asks the MUSIC-AVQA head).</p>'
     rows = []
-    for q in t["questions"]:
+    for q in asked:
         top = ", ".join(f'{a["label"]} {100 * a["score"]:.1f}%' for a in q["top"])
         rows.append(f'<tr><td>{html.escape(q["question"])}</td><td><b>{html.escape(q["answer"])}</b></td>'
                     f'<td>{html.escape(top)}</td></tr>')
@@ -303,9 +303,9 @@ def write_page(out: Path, doc: dict, frames: np.ndarray, arrays: dict) -> Path:
             "times": [f"{k * hop:.2f}-{(k + 1) * hop:.2f} s (step {k})" for k in steps],
             "captions": [step_caption(doc, k) for k in steps], "overlays": {}}
     figures = [f'<figure><img id="frame" alt="frame" src="{data["frames"][0]}"><figcaption>frame</figcaption></figure>']
-    for task in (t for t in doc["tasks"] if t in SPATIAL):
-        layer = layers(task, arrays[task])
-        data["overlays"][task] = [_data_uri(overlay(thumbs[k], task, layer[k])) for k in steps]
+    for task, kind in ((t, d["kind"]) for t, d in doc["tasks"].items() if d["kind"] in SPATIAL):
+        layer = layers(kind, arrays[task])
+        data["overlays"][task] = [_data_uri(overlay(thumbs[k], kind, layer[k])) for k in steps]
         figures.append(f'<figure><img id="ov-{task}" class="overlay" alt="{task}" src="{data["overlays"][task][0]}">'
                        f'<figcaption>{html.escape(task)}: {html.escape(doc["tasks"][task]["modality"])}'
                        f'</figcaption></figure>')

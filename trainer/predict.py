@@ -49,8 +49,12 @@ from trainer.metrics import llp_predict
 from trainer.predict_schema import SCHEMA_NAME, SCHEMA_VERSION
 from trainer.rundir import RANDOM_MARK, load_run
 from trainer.runtime import autocast, load_model, resolve_device
-from trainer.tasks import BENCHMARKS
+from trainer.tasks import BENCHMARKS, HEADS
+from trainer.tasks import ave as ave_head
+from trainer.tasks import avqa as avqa_head
 from trainer.tasks import avs as avs_head
+from trainer.tasks import llp as llp_head
+from trainer.tasks import vggss as vggss_head
 
 MAX_SECONDS = 6 * 3600     # the longest video predicted (stage one's cap, max_seconds)
 BATCH_WINDOWS = 8          # windows per forward pass
@@ -231,19 +235,20 @@ def collect(model, inputs: TaskInputs, feats: dict[str, np.ndarray], n: int, dev
     plan = windows(n, inputs.window)
     who = owner(plan, n)
     task, parts = inputs.task, {}
-    if task == "music-avqa":
+    kind = kind_of(inputs.ts.spec)
+    if kind == "qa":
         return _answers(model, inputs, feats, plan, device, norm, on_window)
     for idx, out in _forward(model, inputs, feats, plan, device, norm):
-        if task == "ave":
+        if kind == "segments":
             got = {"probs": out["class_logits"].float().softmax(-1)}
-        elif task == "llp":
+        elif kind == "parsing":
             got = {"prob_a": out["frame_prob"][:, :, 0].float(), "prob_v": out["frame_prob"][:, :, 1].float(),
                    "video_prob": out["global_prob"].float()}
-        elif task == "vggss":
-            got = {"heatmap": ssl_heatmaps(model.heads["vggss"], out["audio_in"], out["patches_visual"])}
-        elif task in ("avs-s4", "avs-ms3"):
+        elif kind == "ssl":
+            got = {"heatmap": ssl_heatmaps(model.heads[inputs.ts.head], out["audio_in"], out["patches_visual"])}
+        elif kind == "mask":
             got = {"mask_logits": out["mask_logits"][:, :, 0].float()}          # (B, W, 4g, 4g)
-        elif task == "avss":
+        elif kind == "semantic":
             got = {"mask_classes": avs_head.decode(out, inputs.mask_size)["mask_classes"].to(torch.uint8)}
         else:
             raise PredictError(f"{task}: predict has no decoder for this benchmark's head ({inputs.ts.head})")
@@ -297,18 +302,19 @@ def _steps(n: int, hop: float) -> list[dict]:
     return [{"start": round(k * hop, 3), "end": round((k + 1) * hop, 3)} for k in range(n)]
 
 
-def describe_ave(a: dict, classes: list[str], hop: float) -> dict:
+def describe_segments(task: str, a: dict, classes: list[str], hop: float) -> dict:
+    """AVE: a class per step, background last; events are runs of one event class."""
     probs = a["probs"]                                     # (n, 29), background last
     label = probs.argmax(-1)
     rows = [{**row, "label": classes[label[k]], "score": round(float(probs[k, label[k]]), 4),
              "top": _top(probs[k], classes, 3)} for k, row in enumerate(_steps(len(probs), hop))]
     bg = len(classes) - 1
-    events = [_event("ave", classes[c], "audio-visual", s, e, probs[s:e, c].mean(), hop)
+    events = [_event(task, classes[c], "audio-visual", s, e, probs[s:e, c].mean(), hop)
               for c in range(bg) for s, e in runs(label == c)]
     return {"seconds": rows, "events": sorted(events, key=lambda e: (e["start"], e["label"]))}
 
 
-def describe_llp(a: dict, classes: list[str], hop: float) -> dict:
+def describe_parsing(task: str, a: dict, classes: list[str], hop: float) -> dict:
     """HAN's rule per window (a step is on when its own and its window's probability are >= 0.5);
     audio-visual = on in both."""
     video = a["video_prob"][a["owner"]]                   # (n, C): the owning window's
@@ -320,7 +326,7 @@ def describe_llp(a: dict, classes: list[str], hop: float) -> dict:
     for k, row in enumerate(rows):
         for name, (on, p) in tracks.items():
             row[name] = [{"label": classes[c], "score": round(float(p[c, k]), 4)} for c in np.flatnonzero(on[:, k])]
-    events = [_event("llp", classes[c], name, s, e, p[c, s:e].mean(), hop)
+    events = [_event(task, classes[c], name, s, e, p[c, s:e].mean(), hop)
               for name, (on, p) in tracks.items() for c in range(len(classes)) for s, e in runs(on[c])]
     bounds = a["window_bounds"]
     wins = [{"start": round(s * hop, 3), "end": round(e * hop, 3),
@@ -330,7 +336,7 @@ def describe_llp(a: dict, classes: list[str], hop: float) -> dict:
             "windows": wins}
 
 
-def describe_vggss(a: dict, classes: list[str], hop: float) -> dict:
+def describe_ssl(task: str, a: dict, classes: list[str], hop: float) -> dict:
     heat = a["heatmap"]                                   # (n, g, g) cosine similarities
     g = heat.shape[-1]
     rows = []
@@ -348,18 +354,16 @@ def binary_masks(a: dict, size: int) -> np.ndarray:
     return torch.sigmoid(avs_head.upsample_logits(logits.numpy(), size)[0]).numpy()
 
 
-def describe_binary(task: str) -> Callable:
-    def describe(a: dict, classes: list[str], hop: float) -> dict:
-        prob = binary_masks(a, 64)
-        on = prob > 0.5
-        rows = [{**row, "area": round(float(on[k].mean()), 4),
-                 "score": round(float(prob[k][on[k]].mean()) if on[k].any() else 0.0, 4)}
-                for k, row in enumerate(_steps(len(prob), hop))]
-        return {"seconds": rows, "events": []}
-    return describe
+def describe_mask(task: str, a: dict, classes: list[str], hop: float) -> dict:
+    prob = binary_masks(a, 64)
+    on = prob > 0.5
+    rows = [{**row, "area": round(float(on[k].mean()), 4),
+             "score": round(float(prob[k][on[k]].mean()) if on[k].any() else 0.0, 4)}
+            for k, row in enumerate(_steps(len(prob), hop))]
+    return {"seconds": rows, "events": []}
 
 
-def describe_avss(a: dict, classes: list[str], hop: float) -> dict:
+def describe_semantic(task: str, a: dict, classes: list[str], hop: float) -> dict:
     masks = a["mask_classes"]                            # (n, S, S) class indices, 0 = background
     rows = []
     for k, row in enumerate(_steps(len(masks), hop)):
@@ -368,12 +372,12 @@ def describe_avss(a: dict, classes: list[str], hop: float) -> dict:
                    for c in np.flatnonzero(counts) if c != 0]
         rows.append({**row, "objects": sorted(objects, key=lambda o: -o["area"])})
     area = np.stack([np.bincount(m.ravel(), minlength=len(classes))[:len(classes)] for m in masks]) / masks[0].size
-    events = [_event("avss", classes[c], "visual", s, e, area[s:e, c].mean(), hop)   # on >= MIN_AREA of the frame
+    events = [_event(task, classes[c], "visual", s, e, area[s:e, c].mean(), hop)   # on >= MIN_AREA of the frame
               for c in range(1, len(classes)) for s, e in runs(area[:, c] >= MIN_AREA)]
     return {"seconds": rows, "events": sorted(events, key=lambda e: (e["start"], e["label"]))}
 
 
-def describe_avqa(a: dict, classes: list[str], hop: float, questions: list[str]) -> dict:
+def describe_qa(task: str, a: dict, classes: list[str], hop: float, questions: list[str]) -> dict:
     bounds = a["window_bounds"]
     qa = []
     for q, text in enumerate(questions):
@@ -384,17 +388,22 @@ def describe_avqa(a: dict, classes: list[str], hop: float, questions: list[str])
     return {"seconds": [], "events": [], "questions": qa}
 
 
-DESCRIBE: dict[str, Callable] = {
-    "ave": describe_ave,
-    "llp": describe_llp,
-    "vggss": describe_vggss,
-    "avs-s4": describe_binary("avs-s4"),
-    "avs-ms3": describe_binary("avs-ms3"),
-    "avss": describe_avss,
-}
-MODALITY = {"ave": "audio-visual", "llp": "audio / visual / audio-visual", "vggss": "visual (sound source)",
-            "avs-s4": "visual (sounding object)", "avs-ms3": "visual (sounding objects)",
-            "avss": "visual (sounding objects by class)", "music-avqa": "audio-visual (question answering)"}
+# what a head's outputs are, by head module (AVS: by its mode); a benchmark is predicted by its head's kind
+HEAD_KINDS = {ave_head: "segments", llp_head: "parsing", vggss_head: "ssl", avqa_head: "qa"}
+AVS_KINDS = {"binary": "mask", "classes": "semantic"}
+DESCRIBE: dict[str, Callable] = {"segments": describe_segments, "parsing": describe_parsing, "ssl": describe_ssl,
+                                 "mask": describe_mask, "semantic": describe_semantic}
+MODALITY = {"segments": "audio-visual", "parsing": "audio / visual / audio-visual", "ssl": "visual (sound source)",
+            "mask": "visual (sounding objects)", "semantic": "visual (sounding objects by class)",
+            "qa": "audio-visual (question answering)"}
+
+
+def kind_of(spec) -> str | None:
+    """The kind of a benchmark's outputs (HEAD_KINDS), None where predict has no reader for its head."""
+    module = HEADS.get(spec.head)
+    if module is avs_head:
+        return AVS_KINDS.get(spec.head_options.get("mode", "binary"))
+    return HEAD_KINDS.get(module)
 
 
 # ----------------------------------------------------------------------------- the driver
@@ -421,12 +430,17 @@ def prepare(run_dir: Path, tasks: list[str] | None = None, checkpoint: str = "be
     if unknown:
         raise PredictError(f"{run_dir}: the run did not train {', '.join(unknown)}; it trained {', '.join(run.tasks)}")
     warnings = []
-    if "music-avqa" in wanted and not asks:
-        wanted.remove("music-avqa")
-        warnings.append("music-avqa: no --ask question, so no answer (none is invented)")
-    if asks and "music-avqa" not in wanted:
-        raise PredictError(f"--ask needs the music-avqa head; the run's tasks: {', '.join(run.tasks)}"
-                           + (" (--tasks left it out)" if "music-avqa" in run.tasks else ""))
+    for t in [t for t in wanted if kind_of(BENCHMARKS[t]) is None]:
+        wanted.remove(t)
+        warnings.append(f"{t}: predict has no reader for its head ({BENCHMARKS[t].head}); left out")
+    qa = [t for t in wanted if kind_of(BENCHMARKS[t]) == "qa"]
+    if qa and not asks:
+        wanted = [t for t in wanted if t not in qa]
+        warnings.append(f"{', '.join(qa)}: no --ask question, so no answer (none is invented)")
+    if asks and not qa:
+        trained = [t for t in run.tasks if kind_of(BENCHMARKS[t]) == "qa"]
+        raise PredictError(f"--ask needs a question-answering head (MUSIC-AVQA); the run's tasks: "
+                           f"{', '.join(run.tasks)}" + (f" (--tasks left {', '.join(trained)} out)" if trained else ""))
     if not wanted:
         raise PredictError("nothing to predict: " + "; ".join(warnings))
     paths, stores = {}, {}
@@ -445,8 +459,9 @@ def prepare(run_dir: Path, tasks: list[str] | None = None, checkpoint: str = "be
         from pipeline.extract import load_encoders, resolve_weights
 
         clip = load_encoders(resolve_weights(cfg, cfg.device)[0])[0]
-        inputs["music-avqa"].questions = list(asks)
-        inputs["music-avqa"].question_emb = clip.encode_text(list(asks)).float().cpu().numpy()
+        emb = clip.encode_text(list(asks)).float().cpu().numpy()
+        for t in qa:
+            inputs[t].questions, inputs[t].question_emb = list(asks), emb
     models, loaded = {}, {}
     for t in wanted:
         ck = pick_checkpoint(Path(run_dir), checkpoint, t)
@@ -499,9 +514,11 @@ def predict_video(prep: Prepared, video: Path, out: Path, progress: Callable[[st
         model, state, ck = prep.models[t]
         a = collect(model, ti, feats, n, prep.device, state.get("feature_norm"), advance)
         arrays[t] = a
-        body = (describe_avqa(a, ti.ts.classes, prep.hop, ti.questions) if t == "music-avqa"
-                else DESCRIBE[t](a, ti.ts.classes, prep.hop))
-        tasks[t] = {"benchmark": t, "head": ti.ts.head, "modality": MODALITY.get(t, ""), "window_steps": ti.window,
+        kind = kind_of(ti.ts.spec)
+        body = (describe_qa(t, a, ti.ts.classes, prep.hop, ti.questions) if kind == "qa"
+                else DESCRIBE[kind](t, a, ti.ts.classes, prep.hop))
+        tasks[t] = {"benchmark": t, "head": ti.ts.head, "kind": kind, "modality": MODALITY[kind],
+                    "window_steps": ti.window,
                     "windows": [{"start": round(s * prep.hop, 3), "end": round(e * prep.hop, 3)}
                                 for s, e in a["window_bounds"]],
                     "checkpoint": str(ck), "classes": list(ti.ts.classes), **body}

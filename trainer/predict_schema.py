@@ -12,7 +12,7 @@ later version adds keys (readers ignore what they do not know) or bumps the vers
      "provenance": {features (the stores' encoders and settings), stores, extract, avu_version, created},
      "warnings": [str], "timing": {extract_seconds, heads_seconds, total_seconds},
      "files": {json, page, overlays: {task: [png, ...]}},
-     "tasks": {benchmark: {benchmark, head, modality, window_steps, windows: [{start, end}],
+     "tasks": {benchmark: {benchmark, head, kind, modality, window_steps, windows: [{start, end}],
                            checkpoint, classes: [str],
                            seconds: [{start, end, ...per benchmark}],     # one row per step
                            events: [{task, label, modality, start, end, score}],
@@ -21,6 +21,8 @@ later version adds keys (readers ignore what they do not know) or bumps the vers
 
 Event scores: the mean probability over the event (AVSS: the mean fraction of the frame
 the class covers; it is an event where that is at least 1%).
+kind: what the head's outputs are (trainer/predict.py HEAD_KINDS): segments (AVE), parsing (LLP),
+ssl (VGG-SS), mask (S4 / MS3), semantic (AVSS), qa (MUSIC-AVQA); a new head adds a kind.
 Per-step rows: AVE {label, score, top: [{label, score}] x 3}; LLP {audio, visual,
 audio-visual: [{label, score}]}; VGG-SS {peak: [x, y] (0-1 of the frame), max, heatmap: g x g};
 S4 / MS3 {area (fraction of the frame sounding), score (mean probability there)}; AVSS
@@ -61,9 +63,11 @@ _question = {"type": "object", "required": ["question", "answer", "top", "window
                                            "properties": {"start": _time, "end": _time,
                                                           "top": {"type": "array", "items": _scored}}}}}}
 _task = {"type": "object",
-         "required": ["benchmark", "head", "modality", "window_steps", "windows", "checkpoint", "classes",
+         "required": ["benchmark", "head", "kind", "modality", "window_steps", "windows", "checkpoint", "classes",
                       "seconds", "events"],
-         "properties": {"benchmark": {"type": "string"}, "head": {"type": "string"}, "modality": {"type": "string"},
+         "properties": {"benchmark": {"type": "string"}, "head": {"type": "string"},
+                        "kind": {"enum": ["segments", "parsing", "ssl", "mask", "semantic", "qa"]},
+                        "modality": {"type": "string"},
                         "window_steps": {"type": "integer", "minimum": 1},
                         "windows": {"type": "array", "items": _span, "minItems": 1},
                         "checkpoint": {"type": "string"}, "classes": {"type": "array", "items": {"type": "string"}},
