@@ -21,8 +21,11 @@ MUSIC-AVQA: each --ask question is embedded by the stores' CLIP text encoder; it
 probabilities are averaged over the windows, weighted by their steps.
 
 Times: step k covers [k * hop, (k + 1) * hop) seconds (the store's attrs["hop"], 1.0 when absent).
-A benchmark is predicted by its entry in DESCRIBE (what its arrays mean as seconds and events);
-a new head (the dense one) adds a collect branch in `collect` and a DESCRIBE line.
+A benchmark is predicted by the kind of its head (HEAD_KINDS, by head module, never by the
+benchmark's name: a benchmark stays one unit): `collect` reads the kind's arrays from the head's
+outputs, DESCRIBE turns them into seconds and events. A new head (the dense one, whose events
+come per window in seconds) is one HEAD_KINDS entry, one `collect` branch (its events offset by
+the window's start) and one DESCRIBE function; the JSON's `events` already take it.
 """
 
 from __future__ import annotations
