@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 from pipeline.config import ExtractConfig, resolve_path
 from pipeline.encoders import WeightsError, file_sha256
-from pipeline.extract import FEATURE_DEFAULTS, VIDEO_SUFFIXES
+from pipeline.extract import FEATURE_DEFAULTS, VIDEO_SUFFIXES, VIDEOS
 from pipeline.store import FeatureStore
 from trainer.data import TaskStore, open_task, prompt_row, to_device
 from trainer.evaluate import pick_checkpoint
@@ -93,11 +93,7 @@ def encoder_config(fs: FeatureStore, clip_weights: str | None = None, vggish_wei
                    if k in features})
     values.update(T=0, max_seconds=MAX_SECONDS, workers=0, scheduler=None, retry_failed=False, repair=False,
                   download=False, device=device)
-    hop = float(fs.attrs.get("hop", 1.0))
-    if "hop" in known:
-        values["hop"] = hop
-    elif hop != 1.0:
-        raise PredictError(f"{fs.path}: made with hop {hop} s, which this avu's extraction cannot make")
+    values["hop"] = {VIDEOS: float(fs.attrs.get("hop", 1.0))}   # the store's step, whatever made it
     if values["random_weights"]:
         return ExtractConfig(**values)
     encoders = features["encoders"]
