@@ -427,6 +427,95 @@ def eval_(
 
 
 @app.command()
+def predict(
+    run: Path = typer.Argument(..., help="A run directory written by avu train."),
+    videos: List[Path] = typer.Argument(..., help="Video files, or folders of videos (searched recursively)."),
+    ask: Optional[List[str]] = typer.Option(None, "--ask", help="A question for the MUSIC-AVQA head (any "
+                                            "number of --ask); none: no question is asked."),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="Comma list of the run's tasks (default: all it "
+                                        "trained)."),
+    checkpoint: str = typer.Option("best", help="best | last | task (each task its own best) | a path."),
+    out: Path = typer.Option(Path("predictions"), "--out", help="Folder: <out>/<video stem>/ per video."),
+    clip_weights: Optional[str] = typer.Option(None, "--clip-weights", help="The CLIP weight file, where it is "
+                                               "not where the stores' settings say (checked by SHA-256)."),
+    vggish_weights: Optional[str] = typer.Option(None, "--vggish-weights", help="The VGGish weight file, likewise."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N"),
+) -> None:
+    """A trained run on your own videos, any length: every head's output per second and per
+    event, as predictions.json, overlay PNGs and a self-contained index.html per video.
+
+    Each video is extracted exactly as the run's stores were made (same encoders, weight files
+    checked by SHA-256, patch grid, precision, step)."""
+    import time
+
+    from pipeline.encoders import WeightsError
+    from pipeline.store import StoreError
+    from trainer.page import write_index
+    from trainer.predict import PredictError, list_inputs, output_folders, predict_video, prepare
+    from trainer.rundir import RunDirError
+
+    t0 = time.perf_counter()
+    try:
+        files = list_inputs(videos)
+        with console.status(f"loading {run}"):
+            prep = prepare(run, tasks.split(",") if tasks else None, checkpoint, ask or [], clip_weights,
+                           vggish_weights, device)
+    except (PredictError, WeightsError, RunDirError, StoreError, FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+    random = prep.features.get("random_weights") or prep.run.random_weights
+    if random:
+        _random_banner()
+    for w in prep.warnings:
+        console.print(f"[yellow]note[/]: {escape(w)}")
+    docs, failed = [], {}
+    with _progress() as progress:
+        bars = {}
+
+        def tick(what: str, done: int, total: int) -> None:
+            if what not in bars:
+                bars[what] = progress.add_task(what, total=total, failed=0, rate="")
+            progress.update(bars[what], completed=done, total=total)
+
+        for video, folder in zip(files, output_folders(files, out)):
+            bars.clear()
+            progress.console.print(f"[bold]{escape(str(video))}[/]")
+            try:
+                docs.append((folder, predict_video(prep, video, folder, tick)))
+            except (PredictError, StoreError, ValueError) as err:
+                failed[str(video)] = str(err)
+                progress.console.print(f"  [red]✗[/] {escape(str(err))}")
+            except KeyboardInterrupt:
+                progress.stop()
+                console.print("[yellow]interrupted[/]: finished videos are kept")
+                raise typer.Exit(130)
+    if len(docs) > 1:
+        write_index(out, docs)
+    _print_predict_summary(docs, failed, out, time.perf_counter() - t0, random)
+    if failed or not docs:
+        raise typer.Exit(1)
+
+
+def _print_predict_summary(docs: list, failed: dict, out: Path, seconds: float, random: bool) -> None:
+    table = Table(title=f"predict → {out}")
+    for col in ("video", "seconds", "tasks", "events", "overlay PNGs", "time (s)"):
+        table.add_column(col)
+    for folder, doc in docs:
+        events = sum(len(t["events"]) for t in doc["tasks"].values())
+        pngs = sum(len(v) for v in doc["files"]["overlays"].values())
+        table.add_row(escape(doc["video"]["name"]), f'{doc["video"]["duration"]:.1f}', ", ".join(doc["tasks"]),
+                      str(events), str(pngs), f'{doc["timing"]["total_seconds"]:.1f}')
+    console.print(table)
+    for folder, _ in docs:
+        console.print(f"  {escape(str(folder / 'predictions.json'))}", soft_wrap=True)
+        console.print(f"  {escape(str(folder / 'index.html'))}", soft_wrap=True)
+    if len(docs) > 1:
+        console.print(f"index of all videos: {out / 'index.html'}")
+    for video, why in failed.items():
+        console.print(f"  [red]✗[/] {escape(video)}: {escape(why)}")
+    console.print(f"{len(docs)} video(s) in {seconds:.1f} s" + (" — [bold yellow]RANDOM-WEIGHT ENCODERS[/]" if random else ""))
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("demo"), "--out", help="Folder for synth/, features/ and run/."),
     scale: float = typer.Option(1.0, help="Multiplies the clips per dataset."),

@@ -23,6 +23,20 @@ if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
     fi
 fi
 
+# headless Chromium for the browser test of `avu predict`'s page (tests/test_predict_page.py); optional:
+# where it cannot be installed the test skips and says so, and setup goes on
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null && [ "${AVU_NO_CHROMIUM:-0}" != 1 ]; then
+    if command -v apt-get >/dev/null; then
+        echo "[setup] installing chromium (headless browser for the predict page test)"
+        SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo -n"
+        { $SUDO apt-get install -y -qq chromium >/dev/null 2>&1 \
+          || { $SUDO apt-get update -qq >/dev/null 2>&1 && $SUDO apt-get install -y -qq chromium >/dev/null 2>&1; }; } \
+          || echo "[setup] note: chromium could not be installed; the predict page test will be skipped"
+    else
+        echo "[setup] note: no apt-get, so no chromium; the predict page test will be skipped"
+    fi
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
     echo "[setup] creating $VENV"
     "$PYTHON" -m venv "$VENV"
