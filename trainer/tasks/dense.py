@@ -33,10 +33,10 @@ both divided by the batch's number of positive points, plain (ActionFormer and U
 EMA of it per task; the plain count keeps the loss a pure function of its batch, which makes
 a resumed run's numbers exactly an uninterrupted one's); regression weight 1.
 
-Decoding (UniAV's post-processing, /work/shared/docs/dense.md): sigmoid scores of real points
-> 0.001, the top 2,000 per level, segments longer than 0.05 steps, then per-class Gaussian
-Soft-NMS with the benchmark's sigma and the video's top 100 (trainer/dense_post.soft_nms, IoU
-in steps). Padded steps never produce detections.
+Decoding (UniAV's post-processing, as the shared docs' dense.md gives it): sigmoid scores of
+real points > 0.001, the top 2,000 per level, segments longer than 0.05 steps, then per-class
+Gaussian Soft-NMS with the benchmark's sigma and the video's top 100 (trainer/dense_post.soft_nms,
+IoU in steps). Padded steps never produce detections.
 """
 
 from __future__ import annotations
