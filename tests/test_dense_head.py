@@ -295,7 +295,7 @@ def test_ground_truth_as_predictions_scores_full_marks_and_chance_less(store):
     preds["det_label"][:, :E] = labels
     preds["det_segment"][:, :E] = np.nan_to_num(segs)
     preds["det_score"][:, :E] = np.linspace(1, 0.5, N * E).reshape(N, E)      # no ties
-    for kind, rule in (("unav", "unav"), ("activitynet", "activitynet")):
+    for kind, rule in (("unav", "unav"), ("anet", "anet")):
         r = DB.score(preds, fs, True, kind, rule)
         assert set(r["metrics"].values()) == {1.0}, (rule, r["metrics"])
         assert set(r["per_class"].values()) == {1.0} and set(r["per_class"]) <= set(fs.attrs["classes"])

@@ -147,7 +147,7 @@ def score(preds: dict, fs, chance: bool, kind: str, rule: str) -> dict:
     if not len(gt.label):
         raise ValueError(f"{fs.path}: the {len(idx)} clips scored hold no ground-truth events "
                          f"(an unlabelled split?)")
-    names = classes if rule == "activitynet" else None
+    names = classes if rule == "anet" else None
     pred = detections(preds, fs)
     if len(pred.label) and pred.label.max() >= K:
         raise ValueError(f"{fs.path}: a prediction has class {pred.label.max()}; the store has {K} classes")
@@ -212,8 +212,8 @@ def _benchmark(name: str, title: str, order: int, table_id: str, kind: str, rule
 
 
 UNAV100 = _benchmark("unav100", "UnAV-100 (dense audio-visual events, mAP@tIoU)", 7, "VII", "unav", "unav", 0.4, 1)
-ACTIVITYNET = _benchmark("activitynet", "ActivityNet 1.3 (temporal actions, mAP@tIoU)", 8, "VIII", "activitynet",
-                         "activitynet", 0.75, 1, test_split="val",
+ACTIVITYNET = _benchmark("activitynet", "ActivityNet 1.3 (temporal actions, mAP@tIoU)", 8, "VIII", "anet",
+                         "anet", 0.75, 1, test_split="val",
                          note="ActivityNet 1.3 is reported on its validation set, as the official protocol and "
                               "UniAV do (the testing set has no labels); it is also the set checkpoints are "
                               "validated on.")
