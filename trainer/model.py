@@ -36,8 +36,44 @@ Choices where the paper is silent (each covered by tests/test_model.py or tests/
 - encode() also returns the unimodal streams `audio_in` (projected VGGish) and
   `patches_visual` (patches after eq. 5 only): VGG-SS's contrastive heatmap needs features
   that have not seen the other modality (trainer/tasks/vggss.py says why).
-- Scales follow ModelConfig.T (the clip length trained on); any T runs, and a window wider than
+- Scales follow ModelConfig.T (the longest clip trained on); any T runs, and a window wider than
   a clip covers all of it.
+
+TPM scales per benchmark (one set of layers, shared): the model holds one TPM layer per scale of
+default_scales(T, max_window) (T = the longest clip of all the stores trained on) and one eq. 4
+projection over all of them. A batch of benchmark b (batch["task"]) runs, in order, the layers
+of the scales below b's own T (ModelConfig.task_T[b], its store's longest clip) and the widest
+layer (scale 0), and eq. 4 projects the input and those outputs through their column blocks of
+the one projection. So a 10 s benchmark runs 2, 4, 8, 0 (what it ran when the model was built
+for 10 s clips alone) and MUSIC-AVQA (60 s) 2 ... 32, 0, with the same weights where the scales
+are the same. Scale 0 is the whole clip up to max_window steps (128) and a window of
+max_window beyond it: a dense benchmark (untrimmed clips up to 2,400 steps at 0.25 s) runs
+2 ... 64 and a 128-step window, no quadratic layer. A batch with no task, or a task the model
+was not built with (task_T lacks it), runs every layer. Windows are memory-linear on long
+sequences (trainer/attention.py Band: blocked SDPA from BANDED_FROM steps on).
+What moved: a model trained on stores with different T (the demo: 10 s clips beside
+MUSIC-AVQA's 60 s) gives its short benchmarks fewer layers than before (AVE, LLP, VGG-SS,
+AVSBench: 4 instead of 6); with one T (or task_T empty, as in checkpoints written before it)
+the computation is the old one, bit for bit.
+
+Task experts (UniAV, ModelConfig.task_experts, default off): every TPM layer has one FFN per
+benchmark of task_T in place of its shared FFN; the attention, the norms and the rest stay
+shared. The task reaches them as batch["task"], which trainer/data.py puts in every batch (and
+train.py leaves there). Off, the model has exactly the old parameters and computation.
+
+Audio-only clips (batch["visual_valid"] (B,) False: no picture; its visual rows are zeros, not
+frames): the visual stream of such a sample reaches no other token. TPM: its audio takes no
+cross-modal term (the visual rows are its keys); SPM: its audio takes nothing from the patches;
+TPGL: its visual tokens are left out of gate_tpm's softmax and count (weight 0), and gate_spm
+runs over each frame's audio token alone (weight 1, the patches 0); decoder: its TPM visual
+tokens and patches are masked as keys. Its outputs therefore do not depend on the visual rows
+(tests/test_modality.py), the gated visual features and patches are 0, and feats carry
+`visual_valid` for the heads. Every softmax keeps at least the audio tokens: nothing is empty.
+
+No mask where nothing is masked: a batch whose clips all fill its T (and all have a picture)
+passes no padding mask to attention or the gates (`partial`), so SDPA may take its fused
+kernel on GPU; on CPU the result equals the masked computation bit for bit (a 40-step fit of
+every task gives the same losses and weights, /work/notes/model.md).
 
 Padded batches (tests/test_padding.py): a batch of clips of different lengths is padded to its
 longest and carries `length` (B,), each sample's real seconds; encode() turns it into

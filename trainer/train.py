@@ -139,7 +139,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, name: str | None = 
         for batch in loader:
             if step >= max_steps or stop.agreed(world, device):
                 break
-            task, sampler_state = batch.pop("task"), batch.pop("state")
+            task, sampler_state = batch["task"], batch.pop("state")   # the model reads "task" (its scales)
             batch = to_device(batch, device, norm)
             spec = stores[task].spec
             with autocast(device, cfg.precision):
@@ -212,11 +212,13 @@ def barrier(world: int) -> None:
 def model_config(cfg: TrainConfig, stores: dict) -> ModelConfig:
     """The model's shape: widths from the settings, CLIP width and patch grid from the stores,
     and T (which sets the TPM scales, trainer/model.py default_scales) the longest clip of the
-    stores trained on, so the widest window still covers a whole clip."""
+    stores trained on, so the widest window still covers a whole clip; task_T: each store's
+    own T, so a benchmark's batches run the scales of its own clips."""
     s = next(iter(stores.values()))
     return ModelConfig(d_model=cfg.d_model, n_heads=cfg.n_heads, d_ff=cfg.d_ff, dropout=cfg.dropout,
                        dec_layers=cfg.dec_layers, mask_channels=cfg.mask_channels, visual_dim=s.visual_dim,
-                       n_patches=s.n_patches, T=max(st.T for st in stores.values()))
+                       n_patches=s.n_patches, T=max(st.T for st in stores.values()),
+                       task_T={t: st.T for t, st in stores.items()})
 
 
 def start_run(out: Path, cfg: TrainConfig, tasks: list[str], stores: dict, name: str) -> None:
