@@ -147,3 +147,23 @@ def test_experts_off_is_the_model_without_them():
         a = run(plain, "ave", batch)[0]["class_logits"]
         for task in ("ave", "llp"):
             assert torch.equal(run(named, "ave", {**batch, "task": task})[0]["class_logits"], a)
+
+
+def test_training_builds_each_store_s_scales_and_experts(tmp_path):
+    """train.py: task_T is each store's T, the setting task_experts reaches the model, and a run
+    with experts trains (the batch's task picks the expert: a missing one would raise)."""
+    from tests.fake_stores import make_stores
+    from trainer import train as T
+    from trainer.config import TrainConfig
+    from trainer.data import open_tasks
+    from trainer.checkpoint import load
+
+    template = make_stores(tmp_path / "stores", tasks=("ave", "music-avqa"), n=8)
+    cfg = TrainConfig(tasks="ave,music-avqa", stores=template, max_steps=2, batch_size=4, d_model=32, n_heads=2,
+                      d_ff=32, mask_channels=16, workers=0, eval_every=10 ** 6, task_experts=True)
+    mcfg = T.model_config(cfg, open_tasks(["ave", "music-avqa"], template))
+    assert mcfg.task_T == {"ave": 10, "music-avqa": 12} and mcfg.task_experts and mcfg.T == 12
+    run = T.train(cfg, tmp_path / "run", quiet=True)
+    state = load(run / "checkpoints" / "last.pt")
+    assert state["model_config"]["task_T"] == mcfg.task_T
+    assert any(".experts.music-avqa." in k for k in state["model"])

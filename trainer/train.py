@@ -218,7 +218,7 @@ def model_config(cfg: TrainConfig, stores: dict) -> ModelConfig:
     return ModelConfig(d_model=cfg.d_model, n_heads=cfg.n_heads, d_ff=cfg.d_ff, dropout=cfg.dropout,
                        dec_layers=cfg.dec_layers, mask_channels=cfg.mask_channels, visual_dim=s.visual_dim,
                        n_patches=s.n_patches, T=max(st.T for st in stores.values()),
-                       task_T={t: st.T for t, st in stores.items()})
+                       task_T={t: st.T for t, st in stores.items()}, task_experts=cfg.task_experts)
 
 
 def start_run(out: Path, cfg: TrainConfig, tasks: list[str], stores: dict, name: str) -> None:
@@ -260,7 +260,7 @@ def restart_run(out: Path, stores: dict, recorded: dict, cfg: TrainConfig) -> No
 # eval_every, device, stores, may change); tasks and the model's shape are checked beside them
 SAME_ON_RESUME = ("seed", "batch_size", "lr", "lr_decay", "lr_decay_epochs", "lr_decay_at", "task_weights",
                   "weight_decay", "grad_clip", "questions_per_video", "ave_supervision", "standardise", "d_model", "n_heads", "d_ff", "dropout",
-                  "dec_layers", "mask_channels")
+                  "dec_layers", "mask_channels", "task_experts")
 CHECKPOINT_KEYS = ("step", "config", "model_config", "tasks", "feature_norm", "model", "best", "optimizer",
                    "scheduler", "sampler", "rng")
 
