@@ -78,3 +78,14 @@ def test_blocks_shorter_than_banded_from_match_too(monkeypatch):
     monkeypatch.setattr(attention, "BANDED_FROM", 0)
     batch = pad_to(make_batch("ave", T=10, b=2), 16, [4, 10], seed=3)
     assert_fused_matches_naive(build(tiny_config(T=60)), "ave", batch, 10, rtol=1e-5, atol=1e-5)
+
+
+def test_blocked_path_under_bf16_autocast():
+    model = build(tiny_config(T=300, max_window=64)).eval()
+    batch = pad_to(make_batch("llp", T=300, b=2, seed=1), 300, [120, 300], seed=2)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = model.encode(batch, spatial=False)
+        with attention_impl("naive"):
+            naive = model.encode(batch, spatial=False)
+    assert ref["audio"].dtype == torch.bfloat16 and torch.isfinite(ref["audio"].float()).all()
+    torch.testing.assert_close(ref["audio"][:, :120].float(), naive["audio"][:, :120].float(), rtol=0.05, atol=0.05)

@@ -99,6 +99,7 @@ class Band:
     def __init__(self, T: int, radius: int, valid: Tensor | None, device: torch.device):
         self.T, self.radius, self.valid, self.device = T, radius, valid, device
         self._dense: Tensor | None = None
+        self._blocks: dict[int, tuple[int, Tensor]] = {}
 
     def dense(self) -> Tensor:
         """The equivalent dense mask, (T, T) or (B, 1, T, T); built once (self- and cross-modal
@@ -111,7 +112,12 @@ class Band:
 
     def blocks(self, B: int) -> tuple[int, Tensor]:
         """Q (queries per block) and the blocked mask (B, 1, nb, Q, 3Q): query a of block b is step
-        bQ + a, key c of its block row is step bQ - Q + c."""
+        bQ + a, key c of its block row is step bQ - Q + c. Built once per B, like `dense`."""
+        if B not in self._blocks:
+            self._blocks[B] = self._build_blocks(B)
+        return self._blocks[B]
+
+    def _build_blocks(self, B: int) -> tuple[int, Tensor]:
         T, r, dev = self.T, self.radius, self.device
         Q = max(r, BLOCK)
         nb = -(-T // Q)

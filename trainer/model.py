@@ -52,9 +52,10 @@ max_window beyond it: a dense benchmark (untrimmed clips up to 2,400 steps at 0.
 was not built with (task_T lacks it), runs every layer. Windows are memory-linear on long
 sequences (trainer/attention.py Band: blocked SDPA from BANDED_FROM steps on).
 What moved: a model trained on stores with different T (the demo: 10 s clips beside
-MUSIC-AVQA's 60 s) gives its short benchmarks fewer layers than before (AVE, LLP, VGG-SS,
-AVSBench: 4 instead of 6); with one T (or task_T empty, as in checkpoints written before it)
-the computation is the old one, bit for bit.
+MUSIC-AVQA's 60 s) gives its short benchmarks fewer layers than before, the scales of their
+own clips (10 s: 2, 4, 8, 0; 5 s: 2, 4, 0) instead of the 60 s ones (2 ... 32, 0); with one T
+(or task_T empty, as in checkpoints written before it) the computation is the old one, bit
+for bit.
 
 Task experts (UniAV, ModelConfig.task_experts, default off): every TPM layer has one FFN per
 benchmark of task_T in place of its shared FFN; the attention, the norms and the rest stay
