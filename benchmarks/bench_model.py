@@ -3,6 +3,7 @@ and (--lengths) of the backbone alone on long clips, blocked windows vs dense ma
 
     python benchmarks/bench_model.py                         # paper settings: batch 64, T 10, 8x8 patches, 768
     python benchmarks/bench_model.py --batch 16 --steps 3    # small CPU run
+    python benchmarks/bench_model.py --batch 16 --steps 3 --padded   # the same with padding masks
     python benchmarks/bench_model.py --lengths 40,80,160,320,640,1200,2400 --batch 1 --steps 3
 
 --lengths: embed + TPM + gate (encode without SPM, what a dense head reads) of one batch of
@@ -62,6 +63,8 @@ def make_batch(variant: str, a: argparse.Namespace, device: torch.device) -> dic
         batch["mask_valid"] = torch.ones(B, T, dtype=torch.bool)
     elif variant == "avqa":
         batch["answer"] = torch.randint(0, 42, (B,))
+    if a.padded:   # one clip a step short: every attention and gate runs with its padding mask
+        batch["length"] = torch.tensor([T - 1] + [T] * (B - 1))
     return {k: v.to(device) for k, v in batch.items()}
 
 
@@ -207,6 +210,8 @@ def main() -> None:
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"], help="auto: bf16 on CUDA, fp32 on CPU")
     p.add_argument("--tasks", default=",".join(VARIANTS), help=f"comma list of {list(VARIANTS)}")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch default; 1 gives steadier ratios on a shared machine)")
+    p.add_argument("--padded", action="store_true", help="one clip of each batch a step short (the masked path); "
+                   "else every clip fills T and no mask is passed, as for a batch of full-length clips")
     p.add_argument("--lengths", default="", help="comma list of clip lengths in steps: the backbone table instead")
     p.add_argument("--naive-max", type=int, default=1200, help="--lengths: longest length the naive version runs")
     p.add_argument("--one", help=argparse.SUPPRESS)
@@ -225,7 +230,8 @@ def main() -> None:
     name = torch.cuda.get_device_name(a.device) if a.device.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)"
     mem = "peak MB" if a.device.startswith("cuda") else "peak MB over RSS"
     opts = {k: v for k, v in vars(a).items() if k not in ("one", "impl", "tasks") and not (a.lengths and k == "T")}
-    argv = [x for k, v in opts.items() for x in ("--" + k.replace("_", "-"), str(v))]
+    argv = [x for k, v in opts.items() if v is not False
+            for x in (("--" + k.replace("_", "-"),) if v is True else ("--" + k.replace("_", "-"), str(v)))]
     if a.lengths:
         print(f"device: {name}, torch {torch.__version__}, {a.dtype}; backbone (embed, TPM, gate), batch {a.batch}, "
               f"visual dim {a.visual_dim}, d_model {a.d_model}, {a.heads} heads, {a.steps} timed steps after "
@@ -234,7 +240,8 @@ def main() -> None:
         return
     print(f"device: {name}, torch {torch.__version__}, {a.dtype}; batch {a.batch}, T {a.T}, "
           f"{a.grid}x{a.grid} patches, visual dim {a.visual_dim}, d_model {a.d_model}, {a.heads} heads, "
-          f"masks {a.mask_size}, {a.steps} timed steps after {a.warmup} warmup")
+          f"masks {a.mask_size}, {a.steps} timed steps after {a.warmup} warmup, "
+          f"{'one clip a step short (padding masks)' if a.padded else 'full clips (no mask)'}")
     print(f"{'task':6} | {'fused it/s':>10} | {'naive it/s':>10} | {'speed f/n':>9} | "
           f"{'fused ' + mem:>22} | {'naive ' + mem:>22} | {'mem f/n':>7}")
     for variant in a.tasks.split(","):
