@@ -42,25 +42,35 @@ from rich.console import Console
 from rich.table import Table
 
 EXTRACT = dict(clip_model="avu-tiny-clip", random_weights=True, workers=0, patch_grid=4, clip_batch=80,
-               clips_per_task=8, decode_threads=1)
+               clips_per_task=8, decode_threads=1,
+               hop={"vggss": 2.0, "music-avqa": 3.0, "unav100": 0.5, "activitynet": 0.5, "desed": 0.5})
+SYNTH = dict(dense_longest=20.0)      # the dense three's untrimmed clips: 10-20 s (pipeline/synth.py)
+STEPS = 3000
 DATASETS = dict(avs_mask_size=32)
 DEMO_TRAIN = dict(d_model=64, n_heads=2, d_ff=128, dropout=0.0, mask_channels=16, batch_size=16, lr=1e-3,
                   workers=1, prefetch=4, log_every=25, eval_batch_size=32, questions_per_video=4,
                   lr_decay_at=0.75)   # lr x 0.1 once, after 75 % of the steps
 
 
-def synthesise(out: Path, seed: int, scale: float, console: Console) -> dict[str, Path]:
+def synthesise(out: Path, seed: int, scale: float, console: Console,
+               seconds: dict[str, dict] | None = None) -> dict[str, Path]:
+    """Each dataset's synthetic copy; `seconds[name]["synthesise"]` records each one's time."""
     from pipeline.datasets import ADAPTERS
     from pipeline.synth import generate
 
     roots = {}
     for name, adapter in ADAPTERS.items():
+        t0 = time.perf_counter()
         with console.status(f"synthesising {name}"):
-            roots |= generate(out, seed, max(2, round(adapter.demo_clips * scale)), only=[name])
+            roots |= generate(out, seed, max(2, round(adapter.demo_clips * scale)), only=[name], **SYNTH)
+        if seconds is not None:
+            seconds.setdefault(name, {})["synthesise"] = round(time.perf_counter() - t0, 1)
     return roots
 
 
-def extract(roots: dict[str, Path], out: Path, console: Console) -> dict[str, Path]:
+def extract(roots: dict[str, Path], out: Path, console: Console,
+            seconds: dict[str, dict] | None = None) -> dict[str, Path]:
+    """Each dataset's store; `seconds[name]["extract"]` records each one's time."""
     from pipeline.config import DatasetsConfig, ExtractConfig
     from pipeline.datasets import extract_dataset, load_dataset
 
@@ -73,6 +83,8 @@ def extract(roots: dict[str, Path], out: Path, console: Console) -> dict[str, Pa
         if summary.failed or missing:
             raise RuntimeError(f"{name}: {len(summary.failed)} clips failed, {len(missing)} missing")
         console.print(f"  {name}: {len(ds.clips)} clips in {time.perf_counter() - t0:.0f} s")
+        if seconds is not None:
+            seconds.setdefault(name, {})["extract"] = round(time.perf_counter() - t0, 1)
         stores[name] = out / f"{name}.zarr"
     return stores
 
@@ -121,7 +133,7 @@ def summary(results: dict[str, dict], console: Console) -> dict[str, dict[str, t
     return out
 
 
-def demo(out: Path = Path("demo"), scale: float = 1.0, steps: int = 4000, seed: int = 0,
+def demo(out: Path = Path("demo"), scale: float = 1.0, steps: int = STEPS, seed: int = 0,
          quiet: bool = False) -> dict[str, dict[str, tuple[float, float]]]:
     """The whole job in `out` (synth/, features/, run/); returns {task: {metric: (ours, chance)}}
     in percent on the test splits, and prints `avu report` of the run."""
@@ -130,11 +142,11 @@ def demo(out: Path = Path("demo"), scale: float = 1.0, steps: int = 4000, seed: 
 
     console = Console(stderr=True, quiet=quiet)
     out = Path(out)
-    t0, times = time.perf_counter(), {}
+    t0, times, per_dataset = time.perf_counter(), {}, {}
     console.rule("avu demo: synthetic mini-benchmark, RANDOM-WEIGHT encoders")
-    roots = synthesise(out / "synth", seed, scale, console)
+    roots = synthesise(out / "synth", seed, scale, console, per_dataset)
     times["synthesise"] = time.perf_counter() - t0
-    extract(roots, out / "features", console)
+    extract(roots, out / "features", console, per_dataset)
     times["extract"] = time.perf_counter() - t0 - sum(times.values())
     run = fit(out / "features", out / "run", steps, seed, quiet)
     times["train"] = time.perf_counter() - t0 - sum(times.values())
@@ -145,5 +157,6 @@ def demo(out: Path = Path("demo"), scale: float = 1.0, steps: int = 4000, seed: 
     lines = summary(results, console)
     console.print("  ".join(f"{k} {v:.0f} s" for k, v in times.items())
                   + f"  total {time.perf_counter() - t0:.0f} s;  stores in {out / 'features'}, run in {run}")
-    (run / "demo.json").write_text(json.dumps({"seconds": times, "summary": lines}, indent=1))
+    (run / "demo.json").write_text(json.dumps({"seconds": times, "datasets": per_dataset, "summary": lines},
+                                              indent=1))
     return lines
