@@ -17,7 +17,10 @@ T_OF = {"avs-s4": 5, "avs-ms3": 5, "music-avqa": 12}   # shorter AVQA clips than
 def make_store(root: Path, task: str, n: int = 12, seed: int = 0, D: int = D, G: int = G, S: int = S,
                T_of: dict | None = None) -> Path:
     """n clips: half train, a quarter val and test (VGG-SS: train and test). D: CLIP width, G:
-    patch grid, S: mask size, T_of: clip length per task (default T_OF, else 10)."""
+    patch grid, S: mask size, T_of: clip length per task (default T_OF, else 10). The dense
+    benchmarks: make_dense_store."""
+    if task in DENSE:
+        return make_dense_store(root, task, max(n, 8), seed, D=D, G=G)
     rng = np.random.default_rng([seed, TASKS.index(task)])
     T = (T_OF if T_of is None else T_of).get(task, 10)
     ids = [f"{task}-{i}" for i in range(n)]
@@ -77,8 +80,12 @@ def questions(fs, n: int, splits: dict, D: int, rng) -> None:
     fs.set_attrs(question_splits=["train", "val", "test"], question_types=AVQA_TYPES, answers=CLASSES["music-avqa"])
 
 
-def make_stores(root: Path, tasks=TASKS, n: int = 12, **shapes) -> str:
-    """Stores for `tasks` under root; returns the `stores` template ("<root>/{task}.zarr")."""
+def make_stores(root: Path, tasks=None, n: int = 12, **shapes) -> str:
+    """Stores for `tasks` (default: every benchmark) under root; returns the `stores` template
+    ("<root>/{task}.zarr")."""
+    from trainer.tasks import BENCHMARKS
+
+    tasks = tuple(BENCHMARKS) if tasks is None else tasks
     for t in tasks:
         make_store(root, t, n, **shapes)
     return str(root / "{task}.zarr")
@@ -100,3 +107,77 @@ def on_loss_call(n: int, action) -> dict:
             return loss(out, batch)
         return counted
     return {name: replace(b, losses={k: wrap(f) for k, f in b.losses.items()}) for name, b in BENCHMARKS.items()}
+
+
+# ----------------------------------------------------------------------------- dense stores
+DENSE = ("unav100", "activitynet", "desed")
+DENSE_HOP = 0.25
+
+
+def dense_classes(task: str, k: int = 4) -> list[str]:
+    """The first k of the task's class names (stage one's, pipeline.vocab), or k made-up ones."""
+    names = CLASSES.get(task) or [f"{task} event {c}" for c in range(k)]
+    return list(names)[:k]
+
+
+def make_dense_store(root: Path, task: str, n: int = 16, seed: int = 0, steps: tuple[int, int] = (24, 64),
+                     classes: list[str] | None = None, D: int = D, G: int = G, audio_only: float = 0.25,
+                     signal: float = 2.0, hop: float = DENSE_HOP, time_chunk: int = 16,
+                     splits: dict | None = None) -> Path:
+    """An any-length dense store (interfaces points 2-5): clips of `steps` (min, max) steps of
+    `hop` seconds, time-chunked; 1 to 3 planted events a clip (fractional seconds, classes may
+    overlap), the features of an event's steps carrying its class's pattern (`signal` x a fixed
+    random vector per class, in audio and, where the clip has a picture, visual); the last
+    `audio_only` fraction of the clips has no picture (visual_length 0, no visual or patch
+    chunks, as the store writes audio-only clips). Classes: the first 4 of the benchmark's.
+    shared/class_emb: a random embedding per class. Splits: half train, a quarter val and test
+    (DESED, which has no val split: half train, half test), unless `splits` is given."""
+    rng = np.random.default_rng([seed, sum(map(ord, task))])
+    classes = classes or dense_classes(task)
+    K = len(classes)
+    T = steps[1]
+    ids = [f"{task}-{i}" for i in range(n)]
+    if splits is None:
+        cut = [n // 2, n // 2 + n // 4]
+        splits = {"train": list(range(cut[0])), "val": list(range(cut[0], cut[1])), "test": list(range(cut[1], n))}
+        if task == "desed":
+            splits = {"train": splits["train"], "test": splits["val"] + splits["test"]}
+    prompts = list(TASKS) + [t for t in DENSE if t not in TASKS]
+    path = root / f"{task}.zarr"
+    fs = create(path, ids, {"audio": ((T, 128), "float16"), "visual": ((T, D), "float16"),
+                            "patches": ((T, G * G, D), "float16")},
+                {"task": task, "dataset": task, "T": 0, "hop": hop, "splits": splits, "classes": classes,
+                 "random_weights": True, "prompt_names": prompts}, time_chunk=time_chunk)
+    pattern_a, pattern_v = rng.standard_normal((K, 128)), rng.standard_normal((K, D))
+    E = 3
+    segments = np.full((n, E, 2), np.nan, np.float32)
+    labels = np.full((n, E), -1, np.int16)
+    lengths = rng.integers(steps[0], steps[1] + 1, n)
+    picture = np.arange(n) < n - round(audio_only * n)
+    checks = []
+    for i in range(n):
+        L = int(lengths[i])
+        a = rng.standard_normal((L, 128))
+        v = rng.standard_normal((L, D))
+        for e in range(int(rng.integers(1, E + 1))):
+            c = int(rng.integers(K))
+            dur = rng.uniform(0.15, 0.6) * L * hop
+            start = rng.uniform(0, L * hop - dur)
+            segments[i, e], labels[i, e] = (start, start + dur), c
+            k0, k1 = int(start / hop), int(np.ceil((start + dur) / hop))     # the steps it touches
+            a[k0:k1] += signal * pattern_a[c]
+            v[k0:k1] += signal * pattern_v[c]
+        p = np.repeat(v[:, None], G * G, 1) + 0.1 * rng.standard_normal((L, G * G, D))
+        values = {"audio": a.astype(np.float16)}
+        if picture[i]:                 # an audio-only clip has no visual or patch chunks (the store reads zeros)
+            values |= {"visual": v.astype(np.float16), "patches": p.astype(np.float16)}
+        checks.append(fs.write_clip(i, values) | ({} if picture[i] else fs.absent(i, ["visual", "patches"])))
+    fs.put("segments", segments)
+    fs.put("segment_labels", labels)
+    fs.put("duration", (lengths * hop).astype(np.float32))
+    fs.put("vocab_emb", rng.normal(size=(len(VOCAB), D)).astype(np.float32), per_clip=False)
+    fs.put("task_emb", rng.normal(size=(len(prompts), D)).astype(np.float32), per_clip=False)
+    fs.put("class_emb", rng.normal(size=(K, D)).astype(np.float32), per_clip=False)
+    fs.mark_done(list(range(n)), lengths.tolist(), checks, audio_lengths=lengths.tolist(),
+                 visual_lengths=np.where(picture, lengths, 0).tolist())
+    return path

@@ -22,7 +22,7 @@ def test_short_demo_end_to_end_and_rerun_skips_done_work(tmp_path):
         assert tuple(scores) == HEADLINE[task]
         assert all(0 <= ours <= 100 and 0 <= chance <= 100 for ours, chance in scores.values())
     run = load_run(tmp_path / "run")
-    assert run.joint and run.random_weights and len(run.tasks) == 7
+    assert run.joint and run.random_weights and run.tasks == tuple(BENCHMARKS)
     evals = load_evals(run, "test")
     assert set(evals) == set(HEADLINE) and all(e.random_weights for e in evals.values())
     assert (tmp_path / "features" / "avss.zarr").is_dir() and (tmp_path / "synth" / "music-avqa").is_dir()

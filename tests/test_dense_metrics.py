@@ -11,7 +11,7 @@ from tests.conftest import ANNOTATIONS, need
 from trainer import dense_metrics as D
 
 UNAV_T = D.THRESHOLDS["unav"]  # 0.1 ... 0.9, 9 values
-ANET_T = D.THRESHOLDS["activitynet"]  # 0.5 ... 0.95, 10 values
+ANET_T = D.THRESHOLDS["anet"]  # 0.5 ... 0.95, 10 values
 SAMPLE = ANNOTATIONS / "activitynet" / "sample_detection_prediction.json"
 BOTH = (D.detection_map, D.detection_map_reference)
 
@@ -52,7 +52,7 @@ def test_tiou_exactly_at_a_threshold_fails_and_just_above_passes(score_map):
     check(score_map(gt, dets([("v", 0, 0.0, 7.0)], [0.9]), UNAV_T, "unav"),
           [[1, 1, 1, 1, 1, 1, 0, 0, 0]], UNAV_T)
     gt_named = dets([("v", "a", 0.0, 10.0)])
-    check(score_map(gt_named, dets([("v", "a", 0.0, 5.0)], [0.9]), ANET_T, "activitynet"),
+    check(score_map(gt_named, dets([("v", "a", 0.0, 5.0)], [0.9]), ANET_T, "anet"),
           [[1, 0, 0, 0, 0, 0, 0, 0, 0, 0]], ANET_T)
 
 
@@ -72,7 +72,7 @@ def test_duplicate_gt_unav_drops_it_activitynet_keeps_it(score_map):
     assert unav.npos.tolist() == [2] and unav.classes.tolist() == [3]
     # activitynet: npos 3. p2 takes G2 (tIoU 9.9995 / 10.0005 = 0.9998 >= 0.95): TP TP TP, AP 1
     anet = score_map(dets([("v", "x", *r) for r in rows]),
-                     dets([("v", "x", *r) for r in pred_rows], scores), ANET_T, "activitynet")
+                     dets([("v", "x", *r) for r in pred_rows], scores), ANET_T, "anet")
     check(anet, [[1.0] * 10], ANET_T)
     assert anet.npos.tolist() == [3]
 
@@ -154,7 +154,7 @@ def test_activitynet_unknown_name_is_a_clear_error():
     preds = dets([("v", "Skiing", 0.0, 10.0), ("v", "Surfing", 0.0, 10.0)], [0.9, 0.8])
     for score_map in BOTH:
         with pytest.raises(ValueError, match="'Surfing'"):
-            score_map(gt, preds, ANET_T, "activitynet")
+            score_map(gt, preds, ANET_T, "anet")
 
 
 def test_bad_calls_fail_clearly():
@@ -205,7 +205,7 @@ def test_fast_matches_reference_on_random_cases(seed):
     named = seed % 3 == 0
     sizes = [(1, 1, 2, 3), (3, 2, 4, 6), (8, 4, 5, 10), (20, 6, 6, 15)][seed % 4]
     gt, preds = random_case(rng, *sizes, named=named)
-    rule, thresholds = ("activitynet", ANET_T) if named else ("unav", UNAV_T)
+    rule, thresholds = ("anet", ANET_T) if named else ("unav", UNAV_T)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # classes drawn without GT: tested above
         fast = D.detection_map(gt, preds, thresholds, rule)
@@ -236,7 +236,7 @@ def test_random_cases_exercise_the_rules():
 def test_self_check_on_activitynet_sample_submission():
     dets_ = D.read_activitynet_results(need(SAMPLE))
     assert len(dets_) == 7654 and len(set(dets_.video.tolist())) == 4926
-    anet = D.detection_map(dets_, dets_, ANET_T, "activitynet")
+    anet = D.detection_map(dets_, dets_, ANET_T, "anet")
     assert len(anet.classes) == 200 and anet.npos.sum() == 7654
     # every prediction is its own GT: AP 1 per class up to the last bit of the recall steps'
     # float sum (1 - 1.1e-16 for some classes), and mAP 1.0 at every threshold

@@ -28,6 +28,7 @@ from .conftest import SAMPLES, need, tiny_config
 from .fake_stores import make_stores
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+READABLE = [t for t in TASKS if P.kind_of(P.BENCHMARKS[t]) is not None]   # the benchmarks predict reads (not the dense ones yet)
 TINY = ["d_model=16", "n_heads=2", "d_ff=16", "mask_channels=8", "batch_size=4", "workers=0", "max_steps=3",
         "eval_every=1000", "log_every=1"]
 
@@ -53,12 +54,12 @@ def run(tmp_path_factory) -> Path:
     from trainer.train import train
 
     root = tmp_path_factory.mktemp("predict")
-    template = make_stores(root / "stores", TASKS, n=8, D=64, G=4)
-    for t in TASKS:
+    template = make_stores(root / "stores", READABLE, n=8, D=64, G=4)
+    for t in READABLE:
         provenance(FeatureStore(template.format(task=t), mode="r+"), tiny_config())
     torch.manual_seed(0)
     out = root / "run"
-    train(train_config(TINY, tasks="all", stores=template), out, quiet=True)
+    train(train_config(TINY, tasks=",".join(READABLE), stores=template), out, quiet=True)
     return out
 
 
@@ -96,7 +97,7 @@ def test_json_validates_and_covers_the_whole_video(predicted):
     validate(doc)
     assert doc["random_weights"] and "RANDOM-WEIGHT" in doc["notice"]
     assert doc["video"]["steps"] == 25 and doc["video"]["duration"] == 25.0
-    assert set(doc["tasks"]) == set(TASKS)
+    assert set(doc["tasks"]) == set(READABLE)
     for task, t in doc["tasks"].items():
         if task == "music-avqa":
             continue

@@ -153,6 +153,9 @@ def test_paper_numbers_are_the_documented_ones():
         for row in spec.rows:
             assert row.key in BENCHMARKS[row.task].metric_keys, row
             for v in row.paper.values():
+                if not spec.verified:          # the dense tables: no number until one is read from the paper
+                    assert v is None, (spec.id, row.label, v)
+                    continue
                 assert f"{v:.1f}" in section or f"{v:.2f}" in section, (spec.id, row.label, v)
 
 
@@ -312,3 +315,37 @@ def test_plotted_boxes_skip_padding_and_boxes_of_no_area():
     drawn = [(p.get_x(), p.get_width()) for p in ax.patches]
     assert len(drawn) == 2 and all(w > 0 for _, w in drawn)     # the garbage box fills nothing: not drawn
     assert drawn[1][1] == pytest.approx(0.8 * 224)              # clipped at the frame's edge
+
+
+# ----------------------------------------------------------------------------- dense tables
+DENSE_UNAV = {f"mAP@{t / 10:g}": .9 - t / 20 for t in range(1, 10)} | {"avg": .55}
+DENSE_ANET = {f"mAP@{round(t, 2):g}": .5 for t in np.linspace(0.5, 0.95, 10)} | {"avg": .42}
+
+
+def test_dense_tables_come_after_table_vi_with_unverified_paper_numbers(tmp_path, runs):
+    """One table per dense benchmark, after Table VI; the paper column is "–" with the
+    not-verified note, Δ is blank, chance beside ours; open-set rows only where a run has them."""
+    seen = {f"{k}_{g}": v for k, v in DENSE_UNAV.items() for g in ("seen", "unseen")}
+    dense = make_run(tmp_path, "dense", {"unav100": DENSE_UNAV | seen, "activitynet": DENSE_ANET}, joint=False,
+                     extra={"unav100": {"chance": {"avg": .12, "avg_unseen": .05}}})
+    res = results(runs, ["joint", "ave-only"]) + R.load_results([dense], "test")[0]
+    tables = R.build_tables(res, "test")
+    ids = [t.spec.id for t in tables]
+    assert ids[ids.index("VI"):] == ["VI", "VII", "VIII"]
+    vii = next(t for t in tables if t.spec.id == "VII")
+    assert [row.label for row, _ in vii.lines] == [f"mAP@{t / 10:g}" for t in range(1, 10)] + [
+        "Avg", "seen · mAP@0.5", "seen · Avg", "unseen · mAP@0.5", "unseen · Avg"]
+    c = cell(vii, "Avg", "dense")
+    assert c.ours == pytest.approx(55.0) and c.paper is None and c.diff is None and c.chance == pytest.approx(12.0)
+    assert cell(vii, "unseen · Avg", "dense").chance == pytest.approx(5.0)
+    assert any("NOT VERIFIED" in n for n in vii.notes)
+    viii = next(t for t in tables if t.spec.id == "VIII")
+    assert [row.label for row, _ in viii.lines][-1] == "Avg" and len(viii.lines) == 11   # no open-set rows
+    code, out, _ = run_report([runs["joint"], dense], fmt="markdown")
+    assert code == 0
+    line = next(x for x in out.splitlines() if x.startswith("| Avg |") and "55.00" in x)
+    assert line.split(" | ")[1:4] == ["–", "55.00", "—"]
+    doc = json.loads(run_report([dense], fmt="json")[1])
+    row = next(r for t in doc["tables"] if t["id"] == "VII" for r in t["rows"] if r["key"] == "avg")
+    assert row["paper"] == {"": None} and row["cells"][0]["ours"] == pytest.approx(55.0)
+    assert run_report([dense], fmt="csv")[0] == 0

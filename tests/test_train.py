@@ -44,7 +44,8 @@ def config(stores: str, *extra: str):
 
 
 def test_tasks_and_config():
-    assert resolve_tasks("all") == ["ave", "llp", "vggss", "avs-s4", "avs-ms3", "avss", "music-avqa"]
+    assert resolve_tasks("all") == ["ave", "llp", "vggss", "avs-s4", "avs-ms3", "avss", "music-avqa", "unav100",
+                                    "activitynet", "desed"]
     assert resolve_tasks("llp, ave") == ["ave", "llp"]
     with pytest.raises(ValueError, match="unknown task"):
         resolve_tasks("ave,avqa")
@@ -88,10 +89,11 @@ def test_sampler_is_seeded_weighted_resumable_and_shards(stores):
 def test_loader_reads_each_task_with_workers(stores):
     ts = open_tasks(resolve_tasks("all"), stores)
     sampler = TaskSampler({t: s.n("train") for t, s in ts.items()}, 4, dict.fromkeys(ts, 1), 0)
-    loader = make_loader(BatchDataset(ts, {"ave": True, "llp": False, "vggss": True, "avs": True, "avqa": True}),
+    loader = make_loader(BatchDataset(ts, {"ave": True, "llp": False, "vggss": True, "avs": True, "avqa": True,
+                                       "dense": False}),
                          sampler, workers=1, prefetch=2, pin=False)
     seen = {}
-    for batch, _ in zip(loader, range(30)):
+    for batch, _ in zip(loader, range(60)):
         seen[batch["task"]] = batch
     assert set(seen) == set(ts)
     assert "patches" not in seen["llp"] and seen["ave"]["labels"].dtype == torch.int64
@@ -314,12 +316,13 @@ def test_nothing_to_resume_and_a_last_pt_not_from_avu_train(stores, tmp_path):
 def test_run_directory(stores, tmp_path):
     run = T.train(config(stores, "tasks=all", "max_steps=4", "eval_every=2"), tmp_path / "joint", quiet=True)
     info = load_run(run)
-    assert info.tasks == ("ave", "llp", "vggss", "avs-s4", "avs-ms3", "avss", "music-avqa")
+    assert info.tasks == ("ave", "llp", "vggss", "avs-s4", "avs-ms3", "avss", "music-avqa", "unav100", "activitynet",
+                          "desed")
     assert info.joint and info.random_weights and all(info.store_path(t) for t in info.tasks)
     records, bad = read_log(info)
     assert bad == 0 and {r["kind"] for r in records} == {"train", "val"}
     val = {r["task"] for r in records if r["kind"] == "val"}
-    assert val == set(info.tasks) - {"vggss"}                 # no val split in VGG-SS
+    assert val == set(info.tasks) - {"vggss", "desed"}        # no val split in VGG-SS and DESED
     names = {p.name for p in (run / "checkpoints").iterdir()}
     assert {"last.pt", "best.pt", "best-ave.pt", "best-music-avqa.pt"} <= names
     best = ckpt.load(run / "checkpoints" / "best.pt")

@@ -24,6 +24,9 @@ class TrainConfig:
                                      # the model then runs TPM + SPM once per video (1 = any mix, as the paper)
     ave_supervision: str = "full"    # AVE: full (segment labels) | weak (the video label only, multiple-
                                      # instance learning): Table II's two columns
+    holdout_classes: list | float = 0.0   # open-set: classes left out of the training targets of the dense
+                                     # benchmarks, AVE and LLP (scored zero-shot): a fraction of each one's
+                                     # classes (seeded), or a list of class names; 0 = none
     lr: float = 1.0e-4
     lr_decay: float = 0.1            # lr x 0.1 ...
     lr_decay_epochs: int = 10        # ... every 10 epochs

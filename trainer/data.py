@@ -86,7 +86,8 @@ class TaskStore:
     T: int                                # steps per clip (any-length store: its longest clip)
     visual_dim: int
     n_patches: int
-    vocab_emb: np.ndarray                 # (V, D) float32
+    vocab_emb: np.ndarray                 # (V, D) float32; where its Benchmark says class_prompts,
+                                          # shared/class_emb (K, D): one row a class, in class order
     valid_ids: np.ndarray | None          # (K,) the task's class tokens (targets are positions in it);
                                           # None where its Benchmark has no class_tokens, even where
                                           # the store has them (S4)
@@ -134,10 +135,16 @@ def open_task(task: str, path: Path | str) -> TaskStore:
             raise StoreError(f"{path}: no shared/{name}; extract it with `avu extract --dataset {task}`")
     patches = fs.group["patches"].shape
     valid = fs.shared("valid_ids").astype(np.int64) if "valid_ids" in shared and spec.class_tokens else None
+    vocab = fs.shared("vocab_emb")
+    if spec.class_prompts:   # its head scores the class prompts: they take the vocabulary's place
+        if "class_emb" not in shared:
+            raise StoreError(f"{path}: no shared/class_emb (the class prompts' embeddings); extract it with "
+                             f"`avu extract --dataset {task}`")
+        vocab = fs.shared("class_emb")
     done = fs.done()
     # T: the clip length of a fixed-T store; of an any-length store (attrs T = 0), its longest done clip
     T = int(attrs.get("T") if "T" in attrs else patches[1]) or int(max(fs.read("length", done).max(initial=1), 1))
-    ts = TaskStore(task, Path(path), T, int(patches[-1]), int(patches[2]), fs.shared("vocab_emb").astype(np.float32),
+    ts = TaskStore(task, Path(path), T, int(patches[-1]), int(patches[2]), vocab.astype(np.float32),
                    valid, list(attrs.get("classes", [])), fs.random_weights, hop=fs.hop)
     if spec.questions:
         clip = fs.shared("question_clip").astype(np.int64)
@@ -201,6 +208,7 @@ class TaskData:
                 batch[name] = batch[name].astype(np.int64)
         batch["length"] = batch["length"].astype(np.int64)      # (B,) the clips' steps
         batch["visual_valid"] = ~self.fs._picture_missing()[clips]     # (B,) False: no picture (audio only)
+        batch["hop"] = np.full(len(samples), self.ts.hop, np.float32)   # (B,) seconds per step (dense targets)
         if self.ts.questions:
             q = self.ts.questions
             batch["answer"] = q["answer"][samples]

@@ -7,7 +7,7 @@ fraction; reports multiply by 100. Two rules:
 - "unav" (UnAV, UniAV; also used for DESED): duplicate ground truth within a video is dropped
   (same label, both ends within 1e-3 s of an earlier kept instance), labels are integer ids and
   the scored classes are the ids that have ground truth. The caller has already chosen the split.
-- "activitynet": no de-duplication, labels are names, classes in order of first appearance in
+- "anet": no de-duplication, labels are names, classes in order of first appearance in
   the ground truth, and a predicted name without ground truth is an error (the official code
   crashes with a KeyError there).
 
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-THRESHOLDS = {"unav": np.linspace(0.1, 0.9, 9), "activitynet": np.linspace(0.5, 0.95, 10)}
+THRESHOLDS = {"unav": np.linspace(0.1, 0.9, 9), "anet": np.linspace(0.5, 0.95, 10)}
 RULES = tuple(THRESHOLDS)
 DUPLICATE_TOL = 1e-3  # seconds, UnAV/UniAV's remove_duplicate_annotations
 
@@ -48,7 +48,7 @@ class Detections:
     """Segments of many videos, one row each: ground truth (score unused) or predictions."""
 
     video: np.ndarray  # (N,) video ids
-    label: np.ndarray  # (N,) int64 class ids (rule "unav") or names (rule "activitynet")
+    label: np.ndarray  # (N,) int64 class ids (rule "unav") or names (rule "anet")
     segment: np.ndarray  # (N, 2) float64 [start, end] seconds
     score: np.ndarray | None = None  # (N,) float64; None for ground truth (stored as NaN)
 
@@ -81,7 +81,7 @@ class DenseMAP:
     thresholds: np.ndarray  # (n_t,)
     mAP: np.ndarray  # (n_t,) mean AP over the scored classes
     average: float  # mean of mAP over the thresholds
-    classes: np.ndarray  # (K,) the scored classes: sorted ids ("unav") or names ("activitynet")
+    classes: np.ndarray  # (K,) the scored classes: sorted ids ("unav") or names ("anet")
     ap: np.ndarray  # (K, n_t)
     npos: np.ndarray  # (K,) ground-truth instances per class (after de-duplication)
 
@@ -106,7 +106,7 @@ def _check_inputs(gt: Detections, preds: Detections, thresholds, rule: str) -> n
         for name, d in (("ground truth", gt), ("predictions", preds)):
             if len(d) and d.label.dtype.kind not in "iu":
                 raise ValueError(f'rule "unav" matches integer class ids; the {name} labels are '
-                                 f"{d.label.dtype} (names belong to rule \"activitynet\")")
+                                 f"{d.label.dtype} (names belong to rule \"anet\")")
         gt_ids = np.unique(gt.label)
         extra = np.setdiff1d(np.unique(preds.label), gt_ids)
         if len(extra):

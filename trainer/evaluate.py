@@ -11,11 +11,19 @@ level is are its Benchmark's (`predict`, `score`; trainer/tasks/).
 
 Predictions (eval/<split>/<task>.npz): the arrays of the benchmark's `predict` over the split,
 plus clip_index (N,) into the store, task and split as 0-d strings. Floating-point arrays are
-saved as float32.
+saved as float32. A benchmark with an `export` also writes eval/<split>/results/<task>.json
+(the dense ones: the official results layout, for the official tools).
 
 Decisions:
 - Which checkpoint: "best" (overall best by mean validation selection metric; last.pt when
-  no validation ran), "last", "task" (each task its own best-<task>.pt), or a path.
+  no validation ran), "last", "task" (each task its own best-<task>.pt; a task without a
+  validation split, VGG-SS or DESED, last.pt as UniAV), or a path.
+- `--split test` scores each benchmark's `test_split`: ActivityNet's official protocol reports
+  on validation (its testing set has no labels), so its eval/test JSON holds the val clips'
+  numbers and says so ("scored_split": "val").
+- Open-set runs (`holdout_classes` in config.yaml): the predictions carry `unseen` (K,), the
+  classes held out of training; a benchmark that reports them apart (the dense ones) scores
+  seen and unseen classes separately, chance too.
 - chance = the best of a few trivial, input-blind predictors on THIS split, per metric (so
   it is a bar to clear, not a floor); each benchmark's score says which.
 """
@@ -33,6 +41,7 @@ from trainer.data import BatchDataset, TaskStore, make_loader, open_task, split_
 from trainer.model import AVUnified
 from trainer.runtime import autocast, load_model, resolve_device, task_tensors
 from trainer.tasks import BENCHMARKS
+from trainer.tasks.holdout import holdout_mask, supports
 
 
 # ----------------------------------------------------------------------------- predict
@@ -84,6 +93,8 @@ def write(folder: Path, task: str, split: str, result: dict, preds: dict | None,
            "metrics": result["metrics"], "chance": result["chance"], "per_class": result["per_class"]}
     if result.get("skipped"):
         doc["skipped"] = int(result["skipped"])
+    if result.get("scored_split"):   # the clips scored come from another split (Benchmark.test_split)
+        doc["scored_split"] = result["scored_split"]
     path = folder / f"{task}.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=1))
@@ -94,12 +105,14 @@ def write(folder: Path, task: str, split: str, result: dict, preds: dict | None,
     return path
 
 
-def pick_checkpoint(run: Path, which: str, task: str | None = None) -> Path:
+def pick_checkpoint(run: Path, which: str, task: str | None = None, validated: bool = True) -> Path:
+    """`validated` False: the task was never validated (no val split: VGG-SS, DESED); "task"
+    then takes last.pt, the checkpoint UniAV evaluates, not one chosen by the other tasks."""
     folder = run / "checkpoints"
     if which not in ("best", "last", "task"):
         return Path(which)
     names = {"best": ["best.pt", "last.pt"], "last": ["last.pt"],
-             "task": [f"best-{task}.pt", "best.pt", "last.pt"]}[which]
+             "task": [f"best-{task}.pt", "best.pt", "last.pt"] if validated else ["last.pt"]}[which]
     for name in names:
         if (folder / name).is_file():
             return folder / name
@@ -116,9 +129,11 @@ def evaluate(path: Path, split: str = "test", tasks: list[str] | None = None, ch
     path = Path(path)
     if path.suffix == ".npz":
         return {task or path.stem: rescore(path, store, task)}
-    from trainer.rundir import load_run
+    from trainer.rundir import load_run, recorded_settings
 
     run = load_run(path)
+    settings = recorded_settings(path) if (path / "config.yaml").is_file() else {}
+    val_split = settings.get("val_split", "val")
     dev = resolve_device(device)
     results, models = {}, {}
     for t in tasks or run.tasks:
@@ -126,16 +141,25 @@ def evaluate(path: Path, split: str = "test", tasks: list[str] | None = None, ch
         if store_path is None:
             raise FileNotFoundError(f"{path}: store of {t} not found ({run.stores.get(t, 'none in run.json')})")
         ts = open_task(t, store_path)
-        if ts.n(split) == 0:
-            results[t] = {"skipped_split": split}
+        scored = ts.spec.test_split if split == "test" else split   # ActivityNet: its labelled validation set
+        if ts.n(scored) == 0:
+            results[t] = {"skipped_split": scored}
             continue
-        ck = pick_checkpoint(path, checkpoint, t)
+        ck = pick_checkpoint(path, checkpoint, t, validated=ts.n(val_split) > 0)
         if ck not in models:
             models[ck] = load_model(ck, dev)
         model, state = models[ck]
-        preds = predict(model, ts, split, dev, batch_size, workers, precision, state.get("feature_norm"))
-        results[t] = score(t, preds, store_path) | {"checkpoint": str(ck)}
+        preds = predict(model, ts, scored, dev, batch_size, workers, precision, state.get("feature_norm"))
+        unseen = holdout_mask(settings.get("holdout_classes"), ts.classes, t, int(settings.get("seed", 0)))
+        if unseen is not None and supports(ts.spec.targets):   # open-set: scored seen / unseen apart
+            preds["unseen"] = unseen
+        results[t] = score(t, preds, store_path) | {"checkpoint": str(ck)} | (
+            {"scored_split": scored} if scored != split else {})
         write(path / "eval" / split, t, split, results[t], preds, run.random_weights or ts.random_weights)
+        if ts.spec.export is not None:   # dense: the official results JSON, for users (its own
+            folder = path / "eval" / split / "results"   # folder: eval/<split>/*.json are eval JSONs)
+            folder.mkdir(exist_ok=True)
+            ts.spec.export(preds, FeatureStore(store_path), folder / f"{t}.json")
     return results
 
 

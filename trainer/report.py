@@ -31,6 +31,7 @@ from trainer.tasks import BENCHMARKS
 PAPER = "AV-Unified (arXiv 2603.06530)"
 FORMATS = ("rich", "markdown", "csv", "json")
 WOJT, JOINT = "w/o jt", "joint"
+JOINT_ORDER = 6        # Table VI comes after the tables of order 1-5 (AV-Unified's), before later ones
 
 
 # ----------------------------------------------------------------------------- the paper's tables
@@ -40,9 +41,10 @@ class Row:
     label: str
     task: str
     key: str
-    paper: dict[str, float]
+    paper: dict[str, float | None]   # None: the paper's number is not known (shown as NOT_VERIFIED_MARK)
     supervision: str | None = None
     note: str = ""        # printed under any table that shows the row
+    optional: bool = False   # shown only where some column has a number for it
 
 
 @dataclass(frozen=True)
@@ -51,20 +53,28 @@ class Spec:
     title: str
     digits: int           # decimals, as the paper prints them
     rows: tuple[Row, ...]
+    source: str = ""      # whose numbers the paper column holds ("": AV-Unified's)
+    verified: bool = True
+    order: int = 0
+
+
+NOT_VERIFIED_MARK = "–"   # a paper number nobody has read from the paper
 
 
 def _task_rows(rows, task: str) -> tuple[Row, ...]:
-    return tuple(Row(r.label, task, r.key, r.paper, r.supervision, r.note) for r in rows)
+    return tuple(Row(r.label, task, r.key, r.paper, r.supervision, r.note, r.optional) for r in rows)
 
 
 def paper_tables() -> tuple[tuple[Spec, ...], Spec]:
-    """Tables I-V and Table VI, made from the benchmarks' rows (BENCHMARKS order within a table)."""
+    """The benchmarks' tables (Tables I-V, the dense ones after VI) and Table VI, made from the
+    benchmarks' rows (BENCHMARKS order within a table)."""
     tables = tuple(
         Spec(t.id, t.title, t.digits,
-             sum((_task_rows(b.rows, name) for name, b in BENCHMARKS.items() if b.table == t), ()))
+             sum((_task_rows(b.rows, name) for name, b in BENCHMARKS.items() if b.table == t), ()),
+             t.source, t.verified, t.order)
         for t in sorted({b.table for b in BENCHMARKS.values()}, key=lambda t: t.order))
     joint = Spec("VI", "joint vs single-task training", 2,
-                 sum((_task_rows(b.joint_rows, name) for name, b in BENCHMARKS.items()), ()))
+                 sum((_task_rows(b.joint_rows, name) for name, b in BENCHMARKS.items()), ()), order=JOINT_ORDER)
     return tables, joint
 
 
@@ -89,13 +99,13 @@ class Column:
 class Cell:
     run: str | None             # label of the run that gave the number; None: no number
     ours: float | None          # percent
-    paper: float
+    paper: float | None         # None: not known
     chance: float | None        # percent
     n: int | None
 
     @property
     def diff(self) -> float | None:
-        return None if self.ours is None else self.ours - self.paper
+        return None if self.ours is None or self.paper is None else self.ours - self.paper
 
 
 @dataclass(frozen=True)
@@ -107,7 +117,11 @@ class Table:
 
     @property
     def notes(self) -> list[str]:
-        notes = [f"paper = {PAPER}, Table {self.spec.id}"]
+        if self.spec.verified:
+            notes = [f"paper = {self.spec.source or PAPER}" + ("" if self.spec.source else f", Table {self.spec.id}")]
+        else:
+            notes = [f"paper = {self.spec.source or PAPER}: its numbers are NOT VERIFIED (nobody has read them "
+                     f"from the paper yet), shown as {NOT_VERIFIED_MARK}, never guessed"]
         random = [r.label for c in self.columns for r in c.results if r.random_weights]
         if random:
             notes.append(f"{RANDOM_MARK}: {', '.join(random)} — features from random-weight "
@@ -135,8 +149,10 @@ def _cell(column: Column, row: Row) -> Cell:
 
 
 def _table(spec: Spec, split: str, columns: list[Column], rows) -> Table:
+    lines = ((row, tuple(_cell(c, row) for c in columns)) for row in rows)
     return Table(spec, split, tuple(columns),
-                 tuple((row, tuple(_cell(c, row) for c in columns)) for row in rows))
+                 tuple((row, cells) for row, cells in lines
+                       if not row.optional or any(c.ours is not None for c in cells)))
 
 
 def _slots(results: list[Result]) -> list[list[Result]]:
@@ -165,6 +181,8 @@ def build_tables(results: list[Result], split: str) -> list[Table]:
         cols = [Column(r.label, "", (r,)) for r in results if any(r.has(row.task) for row in spec.rows)]
         if cols:
             tables.append(_table(spec, split, cols, spec.rows))
+    later = [t for t in tables if t.spec.order > JOINT_ORDER]     # the dense tables print after Table VI
+    tables = [t for t in tables if t.spec.order <= JOINT_ORDER]
     single = [r for r in results if not r.run.joint]
     if single:
         slots = _slots(single)
@@ -177,7 +195,7 @@ def build_tables(results: list[Result], split: str) -> list[Table]:
                  if any(_cell(c, row).ours is not None for row in rows)]
         if rows:
             tables.append(_table(joint, split, cols, rows))
-    return tables
+    return tables + later
 
 
 def load_results(paths: list[Path], split: str) -> tuple[list[Result], list[str], list[str]]:
@@ -206,9 +224,15 @@ def load_results(paths: list[Path], split: str) -> tuple[list[Result], list[str]
 
 # ----------------------------------------------------------------------------- rendering
 def _num(x: float | None, digits: int, sign: bool = False) -> str:
+    """x to `digits` decimals; "—" where there is no number."""
     if x is None:
         return "—"
     return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
+
+
+def _paper(x: float | None, digits: int, sign: bool = False) -> str:
+    """A paper number; NOT_VERIFIED_MARK where nobody has read it from the paper."""
+    return NOT_VERIFIED_MARK if x is None else _num(x, digits, sign)
 
 
 def _grid(table: Table) -> tuple[list[tuple[list[str], str]], list[list[tuple[str, str, float | None]]]]:
@@ -239,14 +263,15 @@ def _grid(table: Table) -> tuple[list[tuple[list[str], str]], list[list[tuple[st
         last_role = None
         for c, cell in zip(cols, cells):
             if c.role != last_role:
-                out.append((_num(row.paper[c.role], d), "paper", None))
+                out.append((_paper(row.paper[c.role], d), "paper", None))
                 last_role = c.role
             out += [(_num(cell.ours, d), "run", None), (_num(cell.diff, d, True), "diff", cell.diff)]
         if gain:
             wojt, joint = cells[roles.index(WOJT)], cells[roles.index(JOINT)]
             g = None if None in (wojt.ours, joint.ours) else joint.ours - wojt.ours
+            pj, pw = row.paper[JOINT], row.paper[WOJT]
             out += [(_num(g, d, True), "gain", g),
-                    (_num(row.paper[JOINT] - row.paper[WOJT], d, True), "paper", None)]
+                    (_paper(None if None in (pj, pw) else pj - pw, d, True), "paper", None)]
         if show_chance:
             chances = dict.fromkeys(_num(c.chance, d) for c in cells if c.chance is not None)
             out.append((" / ".join(chances) or "—", "chance", None))

@@ -12,6 +12,8 @@ Decisions (where the paper is silent):
 - Paper IV-B defaults: Adam 1e-4, lr x0.1 every 10 epochs, batch 64, 200 epochs; an epoch is
   as many steps as all tasks' training batches together (trainer/data.py), the lr decays on
   that step count (StepLR stepped every step), `max_steps` only cuts the run short.
+- Open-set (`holdout_classes`): the held-out classes are taken out of the training batches'
+  targets (trainer/tasks/holdout.py); validation and evaluation score every class.
 - Eq. 10: each step one task, drawn with `task_weights` (a task left out of them weighs 1);
   the loss is that task's loss alone. A single task is the paper's "w/o jt" run (joint=False).
 - Gradient clipping at global norm `grad_clip` (1.0; HAN and the paper give none). bf16
@@ -62,6 +64,7 @@ from trainer.model import ModelConfig
 from trainer.rundir import recorded_settings, write_settings
 from trainer.runtime import autocast, build_model, resolve_device, task_tensors
 from trainer.tasks import BENCHMARKS, HEADS
+from trainer.tasks.holdout import hide_classes, holdout_mask, supports, unknown_names
 
 RUN_FILES = ("config.yaml", "run.json", "metrics.jsonl")
 
@@ -82,6 +85,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, name: str | None = 
     stores = open_tasks(tasks, cfg.stores)
     tensors = {t: task_tensors(s, device) for t, s in stores.items()}
     loss_of = {t: BENCHMARKS[t].loss(supervision(cfg, t)) for t in tasks}
+    hidden = held_out(cfg, stores)
     set_attention_impl(cfg.attention)
 
     # model, optimiser, schedule, sampler
@@ -141,6 +145,8 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, name: str | None = 
                 break
             task, sampler_state = batch.pop("task"), batch.pop("state")
             batch = to_device(batch, device, norm)
+            if task in hidden:                 # open-set: held-out classes are no training target
+                batch = hide_classes(batch, hidden[task])
             spec = stores[task].spec
             with autocast(device, cfg.precision):
                 outputs = ddp(batch, spec.head, *tensors[task], **spec.head_options)
@@ -233,6 +239,18 @@ def start_run(out: Path, cfg: TrainConfig, tasks: list[str], stores: dict, name:
     (out / "metrics.jsonl").write_text("")
 
 
+def held_out(cfg: TrainConfig, stores: dict) -> dict:
+    """{task: (K,) bool} of the classes `holdout_classes` takes out of each task's training
+    targets (trainer/tasks/holdout.py); a class name no benchmark of the run has is refused."""
+    unknown = unknown_names(cfg.holdout_classes, {t: s.classes for t, s in stores.items()})
+    if unknown:
+        raise ValueError(f"holdout_classes: {', '.join(map(repr, unknown))} is no class of "
+                         f"{', '.join(stores)}")
+    masks = {t: holdout_mask(cfg.holdout_classes, s.classes, t, cfg.seed) for t, s in stores.items()
+             if supports(s.spec.targets)}
+    return {t: m for t, m in masks.items() if m is not None}
+
+
 def supervision(cfg: TrainConfig, task: str) -> str:
     """How the task is trained: `ave_supervision` for a benchmark that can be trained in several
     ways (AVE: full or weak), full for every other."""
@@ -257,6 +275,7 @@ def restart_run(out: Path, stores: dict, recorded: dict, cfg: TrainConfig) -> No
 # settings a resumed run must keep: they decide its numbers (the rest, e.g. max_steps, workers,
 # eval_every, device, stores, may change); tasks and the model's shape are checked beside them
 SAME_ON_RESUME = ("seed", "batch_size", "lr", "lr_decay", "lr_decay_epochs", "lr_decay_at", "task_weights",
+                  "holdout_classes",
                   "weight_decay", "grad_clip", "questions_per_video", "ave_supervision", "standardise", "d_model", "n_heads", "d_ff", "dropout",
                   "dec_layers", "mask_channels")
 CHECKPOINT_KEYS = ("step", "config", "model_config", "tasks", "feature_norm", "model", "best", "optimizer",

@@ -11,10 +11,10 @@ stage-one adapter (pipeline/datasets/), its Benchmark and one line in BENCHMARKS
 BENCHMARKS is the order of `--tasks all` and of every listing.
 """
 
-from trainer.tasks import ave, avqa, avs, llp, vggss
+from trainer.tasks import ave, avqa, avs, dense, dense_benchmarks, llp, vggss
 from trainer.tasks.spec import Benchmark
 
-HEADS = {"ave": ave, "llp": llp, "vggss": vggss, "avs": avs, "avqa": avqa}
+HEADS = {"ave": ave, "llp": llp, "vggss": vggss, "avs": avs, "avqa": avqa, "dense": dense}
 BENCHMARKS: dict[str, Benchmark] = {
     "ave": ave.AVE,
     "llp": llp.LLP,
@@ -23,4 +23,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "avs-ms3": avs.MS3,
     "avss": avs.AVSS,
     "music-avqa": avqa.MUSIC_AVQA,
+    "unav100": dense_benchmarks.UNAV100,
+    "activitynet": dense_benchmarks.ACTIVITYNET,
+    "desed": dense_benchmarks.DESED,
 }

@@ -25,17 +25,21 @@ class PaperTable:
     title: str
     digits: int           # decimals, as the paper prints them
     order: int            # position among the tables
+    source: str = ""      # whose numbers its paper column shows ("": AV-Unified's)
+    verified: bool = True  # False: nobody has read them from the paper; shown as "–", never guessed
 
 
 @dataclass(frozen=True)
 class Row:
     """One metric row of a paper table. paper: by column role ("" in Tables I-V, "w/o jt" /
-    "joint" in Table VI). supervision: the row takes only runs trained with it."""
+    "joint" in Table VI), None where the paper's number is not known. supervision: the row
+    takes only runs trained with it."""
     label: str
     key: str
-    paper: dict[str, float]
+    paper: dict[str, float | None]
     supervision: str | None = None
     note: str = ""        # printed under any table that shows the row
+    optional: bool = False   # shown only where some run has a number for it (open-set rows)
 
 
 def rows(*items: tuple, supervision: str | None = None) -> tuple[Row, ...]:
@@ -73,6 +77,12 @@ class Benchmark:
     per_class: str = ""                         # what its eval JSON's per_class holds (a figure)
     bars: str = ""                              # a figure of all its metrics beside the paper: title
     demo_weight: float = 1.0                    # `avu demo`: its draw weight (trainer/demo.py says why)
+    class_prompts: bool = False                 # its head scores the store's class prompts (shared/class_emb):
+                                                # the model call's vocab_emb is class_emb, one row a class
+    test_split: str = "test"                    # the split `avu eval --split test` scores (ActivityNet: val, the
+                                                # official validation set; its testing set has no labels)
+    export: Callable | None = None              # (predictions, FeatureStore, path): a results file for users
+                                                # beside the eval JSON (dense: the official JSON layout)
 
     def loss(self, supervision: str = FULL) -> Callable:
         if supervision not in self.losses:
