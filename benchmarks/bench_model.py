@@ -1,7 +1,18 @@
-"""Forward + backward steps/s and peak memory of AV-Unified, fused vs naive attention, per task.
+"""Forward + backward steps/s and peak memory of AV-Unified, fused vs naive attention, per task;
+and (--lengths) of the backbone alone on long clips, blocked windows vs dense masks.
 
     python benchmarks/bench_model.py                         # paper settings: batch 64, T 10, 8x8 patches, 768
     python benchmarks/bench_model.py --batch 16 --steps 3    # small CPU run
+    python benchmarks/bench_model.py --batch 16 --steps 3 --padded   # the same with padding masks
+    python benchmarks/bench_model.py --lengths 40,80,160,320,640,1200,2400 --batch 1 --steps 3
+
+--lengths: embed + TPM + gate (encode without SPM, what a dense head reads) of one batch of
+clips of each length, forward + backward of the sum of squares of the features, the model built
+for 2,400-step clips (scales 2 ... 64 and scale 0 capped at max_window 128). Three versions:
+"banded" (fused SDPA, windows blocked from attention.BANDED_FROM steps on: this code), "dense"
+(fused SDPA with every window as a (B, 1, T, T) mask: the code before it) and "naive" (bmm,
+softmax, bmm over the full masked matrix: the reference); --naive-max caps the lengths the
+naive one runs at (its memory: about 8 GB at 2,400 steps).
 
 CPU runs fp32, CUDA bf16 autocast (override with --dtype). Each task runs in a fresh process
 that alternates fused and naive steps (same model, same batch), so load from elsewhere on a
@@ -15,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -27,6 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import trainer.attention as attention  # noqa: E402
 from trainer.attention import attention_impl  # noqa: E402
 from trainer.model import AVUnified, ModelConfig  # noqa: E402
 from trainer.tasks import HEADS as TASKS  # noqa: E402
@@ -50,6 +63,8 @@ def make_batch(variant: str, a: argparse.Namespace, device: torch.device) -> dic
         batch["mask_valid"] = torch.ones(B, T, dtype=torch.bool)
     elif variant == "avqa":
         batch["answer"] = torch.randint(0, 42, (B,))
+    if a.padded:   # one clip a step short: every attention and gate runs with its padding mask
+        batch["length"] = torch.tensor([T - 1] + [T] * (B - 1))
     return {k: v.to(device) for k, v in batch.items()}
 
 
@@ -109,6 +124,69 @@ def run_one(a: argparse.Namespace) -> dict:
             for impl in impls}
 
 
+def run_length(a: argparse.Namespace) -> dict:
+    """One version (a.impl) at one length (a.T): time per forward + backward and peak memory."""
+    device = torch.device(a.device)
+    if a.impl == "dense":
+        attention.BANDED_FROM = 10 ** 9
+    torch.manual_seed(0)
+    cfg = ModelConfig(d_model=a.d_model, n_heads=a.heads, T=2400, visual_dim=a.visual_dim,
+                      n_patches=a.grid ** 2, dropout=0.1)
+    model = AVUnified(cfg, {name: task.Head(cfg) for name, task in TASKS.items()}).to(device)
+    B, T = a.batch, a.T
+    batch = {"audio": torch.randn(B, T, 128, device=device), "visual": torch.randn(B, T, a.visual_dim, device=device),
+             "prompt": torch.randn(B, a.visual_dim, device=device),
+             "length": torch.tensor([T] + [max(1, 3 * T // 4)] * (B - 1), device=device)}
+    batch["length"][0] = T - 1   # one padded step: every sample needs its padding mask
+    dtype = {"fp32": None, "bf16": torch.bfloat16}[a.dtype]
+
+    def step() -> None:
+        model.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            feats = model.encode(batch, spatial=False)
+            loss = feats["audio"].float().square().mean() + feats["visual"].float().square().mean()
+        loss.backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    base = rss_mb()
+    times = []
+    with attention_impl("naive" if a.impl == "naive" else "fused"):
+        for i in range(a.warmup + a.steps):
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            t0 = time.perf_counter()
+            step()
+            if i >= a.warmup:
+                times.append(time.perf_counter() - t0)
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base)
+    return {a.impl: {"s_per_step": statistics.median(times), "peak_mb": peak}}
+
+
+def lengths_table(a: argparse.Namespace, argv: list[str]) -> None:
+    impls = ("banded", "dense", "naive")
+    print(f"{'steps':>5} | " + " | ".join(f"{i + ' s/step':>13} | {i + ' peak MB':>14}" for i in impls))
+    rows = {}
+    for T in (int(x) for x in a.lengths.split(",")):
+        res = {}
+        for impl in impls:
+            if impl == "naive" and T > a.naive_max:
+                continue
+            res |= child([*argv, "--T", str(T)], "backbone", impl)
+        rows[T] = res
+        cells = [(f"{res[i]['s_per_step']:13.3f}", f"{res[i]['peak_mb']:14.0f}") if i in res else (f"{'-':>13}", f"{'-':>14}")
+                 for i in impls]
+        print(f"{T:5d} | " + " | ".join(f"{t} | {m}" for t, m in cells), flush=True)
+    Ts = sorted(rows)
+    for impl in impls:   # growth exponent of memory between the two longest lengths each ran
+        have = [T for T in Ts if impl in rows[T]]
+        if len(have) >= 2:
+            t0, t1 = have[-2], have[-1]
+            m0, m1 = rows[t0][impl]["peak_mb"], rows[t1][impl]["peak_mb"]
+            print(f"{impl}: peak memory x{m1 / max(m0, 1e-9):.2f} from {t0} to {t1} steps "
+                  f"(exponent {math.log(max(m1, 1e-9) / max(m0, 1e-9)) / math.log(t1 / t0):.2f}; 1 = linear, 2 = quadratic)")
+
+
 def child(argv: list[str], variant: str, impl: str, *extra: str) -> dict:
     cmd = [sys.executable, __file__, *argv, "--one", variant, "--impl", impl, *extra]
     out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
@@ -132,6 +210,10 @@ def main() -> None:
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"], help="auto: bf16 on CUDA, fp32 on CPU")
     p.add_argument("--tasks", default=",".join(VARIANTS), help=f"comma list of {list(VARIANTS)}")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch default; 1 gives steadier ratios on a shared machine)")
+    p.add_argument("--padded", action="store_true", help="one clip of each batch a step short (the masked path); "
+                   "else every clip fills T and no mask is passed, as for a batch of full-length clips")
+    p.add_argument("--lengths", default="", help="comma list of clip lengths in steps: the backbone table instead")
+    p.add_argument("--naive-max", type=int, default=1200, help="--lengths: longest length the naive version runs")
     p.add_argument("--one", help=argparse.SUPPRESS)
     p.add_argument("--impl", default="fused,naive", help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -142,18 +224,26 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.one:
-        print(json.dumps(run_one(a)))
+        print(json.dumps(run_length(a) if a.one == "backbone" else run_one(a)))
         return
 
     name = torch.cuda.get_device_name(a.device) if a.device.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)"
+    mem = "peak MB" if a.device.startswith("cuda") else "peak MB over RSS"
+    opts = {k: v for k, v in vars(a).items() if k not in ("one", "impl", "tasks") and not (a.lengths and k == "T")}
+    argv = [x for k, v in opts.items() if v is not False
+            for x in (("--" + k.replace("_", "-"),) if v is True else ("--" + k.replace("_", "-"), str(v)))]
+    if a.lengths:
+        print(f"device: {name}, torch {torch.__version__}, {a.dtype}; backbone (embed, TPM, gate), batch {a.batch}, "
+              f"visual dim {a.visual_dim}, d_model {a.d_model}, {a.heads} heads, {a.steps} timed steps after "
+              f"{a.warmup} warmup; {mem}: {'torch.cuda.max_memory_allocated' if a.device.startswith('cuda') else 'ru_maxrss of a process per cell minus its RSS before the first step (activations, grads, masks)'}")
+        lengths_table(a, argv)
+        return
     print(f"device: {name}, torch {torch.__version__}, {a.dtype}; batch {a.batch}, T {a.T}, "
           f"{a.grid}x{a.grid} patches, visual dim {a.visual_dim}, d_model {a.d_model}, {a.heads} heads, "
-          f"masks {a.mask_size}, {a.steps} timed steps after {a.warmup} warmup")
-    mem = "peak MB" if a.device.startswith("cuda") else "peak MB over RSS"
+          f"masks {a.mask_size}, {a.steps} timed steps after {a.warmup} warmup, "
+          f"{'one clip a step short (padding masks)' if a.padded else 'full clips (no mask)'}")
     print(f"{'task':6} | {'fused it/s':>10} | {'naive it/s':>10} | {'speed f/n':>9} | "
           f"{'fused ' + mem:>22} | {'naive ' + mem:>22} | {'mem f/n':>7}")
-    opts = {k: v for k, v in vars(a).items() if k not in ("one", "impl", "tasks")}
-    argv = [x for k, v in opts.items() for x in ("--" + k.replace("_", "-"), str(v))]
     for variant in a.tasks.split(","):
         res = child(argv, variant, "fused,naive")  # timing (and CUDA memory), interleaved
         if a.device == "cpu":  # peak RSS needs a process per impl: one step each

@@ -99,7 +99,8 @@ def test_tpm_layers_get_their_scale_masks(T, monkeypatch):
     seen = []
     inner = attention.attend
     monkeypatch.setattr(attention, "attend", lambda q, k, v, mask=None, dropout_p=0.0:
-                        seen.append(mask) or inner(q, k, v, mask, dropout_p))
+                        seen.append(mask.dense() if isinstance(mask, attention.Band) else mask)
+                        or inner(q, k, v, mask, dropout_p))
     model.tpm(torch.randn(2, T, 32), torch.randn(2, T, 32))
     assert len(seen) == 2 * len(cfg.scales)  # cross-modal + self attention per layer
     for layer, S in enumerate(cfg.scales):

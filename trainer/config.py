@@ -52,3 +52,4 @@ class TrainConfig:
     dropout: float = 0.1
     dec_layers: int = 1
     mask_channels: int = 64
+    task_experts: bool = False       # UniAV's task experts: a per-benchmark FFN in every TPM layer (trainer/model.py)

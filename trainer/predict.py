@@ -56,11 +56,13 @@ from trainer.tasks import BENCHMARKS, HEADS
 from trainer.tasks import ave as ave_head
 from trainer.tasks import avqa as avqa_head
 from trainer.tasks import avs as avs_head
+from trainer.tasks import dense as dense_head
 from trainer.tasks import llp as llp_head
 from trainer.tasks import vggss as vggss_head
 
 MAX_SECONDS = 6 * 3600     # the longest video predicted (stage one's cap, max_seconds)
 BATCH_WINDOWS = 8          # windows per forward pass
+DENSE_EVENT_SCORE = 0.3    # dense heads: a detection is an event of the timeline from this score on
 MIN_AREA = 0.01            # AVSS: a class is an event where it covers at least this fraction of the frame
 # settings of the stores' features that the videos must share (T and max_seconds are per store)
 SAME_FEATURES = ("sample_rate", "clip_model", "patch_grid", "random_weights", "precision", "encoders")
@@ -132,13 +134,18 @@ def check_same_features(stores: dict[str, FeatureStore]) -> dict:
     return first
 
 
+def features_name(hop: float) -> str:
+    """The video's store for features of one step: features.zarr at 1 s, features-<hop>s.zarr else."""
+    return "features.zarr" if hop == 1.0 else f"features-{hop:g}s.zarr"
+
+
 def extract_video(video: Path, folder: Path, cfg: ExtractConfig) -> FeatureStore:
-    """The video's features in folder/features.zarr (stage one, T = 0); reused when it holds
+    """The video's features in folder/features_name(hop) (stage one, T = 0); reused when it holds
     this very file (size and time), made with these settings."""
-    from pipeline.extract import run_extract
+    from pipeline.extract import feature_hop, run_extract
     from pipeline.store import StoreError
 
-    out = folder / "features.zarr"
+    out = folder / features_name(feature_hop(cfg))
     stat = video.stat()
     source = {"path": str(video.resolve()), "bytes": stat.st_size, "mtime": stat.st_mtime}
     if out.exists():
@@ -162,8 +169,9 @@ def extract_video(video: Path, folder: Path, cfg: ExtractConfig) -> FeatureStore
 
 # ----------------------------------------------------------------------------- windows
 def windows(n: int, T: int) -> list[tuple[int, int, int]]:
-    """(start, stop, first owned step) of the windows covering steps 0..n-1 (module docstring)."""
-    if n <= T:
+    """(start, stop, first owned step) of the windows covering steps 0..n-1 (module docstring);
+    T = 0: one window, the whole video (a head trained on clips of any length)."""
+    if T <= 0 or n <= T:
         return [(0, n, 0)]
     out = [(s, s + T, s) for s in range(0, n - T + 1, T)]
     if out[-1][1] < n:
@@ -186,15 +194,18 @@ class TaskInputs:
     task: str
     ts: TaskStore
     prompt: np.ndarray                       # (D,) the task prompt's CLIP embedding
-    window: int                              # T: steps per window
+    window: int                              # T: steps per window (0: the whole video, dense heads)
     mask_size: int = 224
     questions: list[str] = field(default_factory=list)
     question_emb: np.ndarray | None = None   # (Q, D)
+    hop: float = 1.0                         # seconds per step of its store (its features' step)
 
 
 def task_inputs(task: str, ts: TaskStore, fs: FeatureStore) -> TaskInputs:
     masks = fs.group["masks"].shape[-1] if "masks" in fs.arrays else 224
-    return TaskInputs(task, ts, fs.shared("task_emb")[prompt_row(fs, task)].astype(np.float32), ts.T, int(masks))
+    window = 0 if kind_of(ts.spec) == "dense" else ts.T      # dense heads are memory-linear in length
+    return TaskInputs(task, ts, fs.shared("task_emb")[prompt_row(fs, task)].astype(np.float32), window, int(masks),
+                      hop=float(fs.attrs.get("hop", 1.0)))
 
 
 def ssl_heatmaps(head, audio_in: torch.Tensor, patches_visual: torch.Tensor) -> torch.Tensor:
@@ -216,6 +227,8 @@ def _forward(model, inputs: TaskInputs, feats: dict[str, np.ndarray], plan, devi
         part = plan[k:k + BATCH_WINDOWS]
         batch = {n: torch.from_numpy(np.stack([feats[n][a:b] for a, b, _ in part])) for n in names}
         batch["length"] = torch.tensor([b - a for a, b, _ in part])
+        batch["hop"] = torch.full((len(part),), inputs.hop)
+        batch["task"] = inputs.task
         p = inputs.prompt if prompt is None else prompt
         batch["prompt"] = torch.from_numpy(np.repeat(p[None].astype(np.float16), len(part), 0))
         batch = to_device(batch, device, norm)
@@ -233,7 +246,7 @@ def collect(model, inputs: TaskInputs, feats: dict[str, np.ndarray], n: int, dev
     arrays (leading axis = windows) where the head has them. Keys by benchmark (DESCRIBE)."""
     plan = windows(n, inputs.window)
     who = owner(plan, n)
-    task, parts = inputs.task, {}
+    task, parts, windowed = inputs.task, {}, {}
     kind = kind_of(inputs.ts.spec)
     if kind == "qa":
         return _answers(model, inputs, feats, plan, device, norm, on_window)
@@ -249,6 +262,12 @@ def collect(model, inputs: TaskInputs, feats: dict[str, np.ndarray], n: int, dev
             got = {"mask_logits": out["mask_logits"][:, :, 0].float()}          # (B, W, 4g, 4g)
         elif kind == "semantic":
             got = {"mask_classes": avs_head.decode(out, inputs.mask_size)["mask_classes"].to(torch.uint8)}
+        elif kind == "dense":      # per window: its top detections, in seconds from the window's start
+            lengths = torch.tensor([b - a for a, b, _ in plan[idx[0]:idx[-1] + 1]])
+            dets = inputs.ts.spec.predict(out, {"length": lengths, "hop": torch.full((len(idx),), inputs.hop)})
+            for key, x in dets.items():
+                windowed.setdefault(key, []).extend(x.cpu().numpy())
+            got = {}
         else:
             raise PredictError(f"{task}: predict has no decoder for this benchmark's head ({inputs.ts.head})")
         for key, x in got.items():
@@ -256,6 +275,7 @@ def collect(model, inputs: TaskInputs, feats: dict[str, np.ndarray], n: int, dev
         if on_window:
             on_window(len(idx))
     result = {"window_bounds": np.array([(a, b) for a, b, _ in plan], np.int64), "owner": who}
+    result |= {key: np.stack(per_window) for key, per_window in windowed.items()}
     for key, per_window in parts.items():
         if key == "video_prob":
             result[key] = np.stack(per_window)
@@ -376,6 +396,21 @@ def describe_semantic(task: str, a: dict, classes: list[str], hop: float) -> dic
     return {"seconds": rows, "events": sorted(events, key=lambda e: (e["start"], e["label"]))}
 
 
+def describe_dense(task: str, a: dict, classes: list[str], hop: float, modality: str) -> dict:
+    """Dense localisation: every window's detections (Soft-NMS, top 100, seconds), offset to the
+    video's axis; `events` are those scoring at least DENSE_EVENT_SCORE, `detections` all of them."""
+    dets = []
+    for w, (start, _) in enumerate(a["window_bounds"]):
+        for (s, e), score, label in zip(a["det_segment"][w], a["det_score"][w], a["det_label"][w]):
+            if label >= 0:
+                dets.append({"task": task, "label": classes[int(label)], "modality": modality,
+                             "start": round(float(s) + start * hop, 3), "end": round(float(e) + start * hop, 3),
+                             "score": round(float(score), 4)})
+    dets.sort(key=lambda d: -d["score"])
+    events = sorted((d for d in dets if d["score"] >= DENSE_EVENT_SCORE), key=lambda e: (e["start"], e["label"]))
+    return {"seconds": [], "events": events, "detections": dets}
+
+
 def describe_qa(task: str, a: dict, classes: list[str], hop: float, questions: list[str]) -> dict:
     bounds = a["window_bounds"]
     qa = []
@@ -388,13 +423,13 @@ def describe_qa(task: str, a: dict, classes: list[str], hop: float, questions: l
 
 
 # what a head's outputs are, by head module (AVS: by its mode); a benchmark is predicted by its head's kind
-HEAD_KINDS = {ave_head: "segments", llp_head: "parsing", vggss_head: "ssl", avqa_head: "qa"}
+HEAD_KINDS = {ave_head: "segments", llp_head: "parsing", vggss_head: "ssl", avqa_head: "qa", dense_head: "dense"}
 AVS_KINDS = {"binary": "mask", "classes": "semantic"}
 DESCRIBE: dict[str, Callable] = {"segments": describe_segments, "parsing": describe_parsing, "ssl": describe_ssl,
                                  "mask": describe_mask, "semantic": describe_semantic}
 MODALITY = {"segments": "audio-visual", "parsing": "audio / visual / audio-visual", "ssl": "visual (sound source)",
             "mask": "visual (sounding objects)", "semantic": "visual (sounding objects by class)",
-            "qa": "audio-visual (question answering)"}
+            "qa": "audio-visual (question answering)", "dense": "dense events"}
 
 
 def kind_of(spec) -> str | None:
@@ -412,12 +447,13 @@ class Prepared:
     run: object
     tasks: dict[str, TaskInputs]
     models: dict[str, tuple]                  # task -> (model, checkpoint state, checkpoint path)
-    cfg: ExtractConfig
+    cfg: ExtractConfig                        # the first task's extraction settings (its step: hop)
     features: dict
     hop: float
     stores: dict[str, str]
     device: torch.device
     warnings: list[str] = field(default_factory=list)
+    cfgs: dict[float, ExtractConfig] = field(default_factory=dict)   # step -> settings: one extraction each
 
 
 def prepare(run_dir: Path, tasks: list[str] | None = None, checkpoint: str = "best", asks: list[str] = (),
@@ -451,7 +487,12 @@ def prepare(run_dir: Path, tasks: list[str] | None = None, checkpoint: str = "be
         paths[t], stores[t] = p, FeatureStore(p)
     features = check_same_features(stores)
     first = next(iter(stores.values()))
-    cfg = encoder_config(first, clip_weights, vggish_weights, device)
+    cfgs = {}                                 # one extraction per step (dense stores: 0.25 s; others 1 s)
+    for fs in stores.values():
+        hop = float(fs.attrs.get("hop", 1.0))
+        if hop not in cfgs:
+            cfgs[hop] = encoder_config(fs, clip_weights, vggish_weights, device)
+    cfg = cfgs[float(first.attrs.get("hop", 1.0))]
     dev = resolve_device(device)
     inputs = {t: task_inputs(t, open_task(t, paths[t]), stores[t]) for t in wanted}
     if asks:
@@ -470,7 +511,7 @@ def prepare(run_dir: Path, tasks: list[str] | None = None, checkpoint: str = "be
             loaded[ck] = load_model(ck, dev)
         models[t] = (*loaded[ck], ck)
     return Prepared(run, inputs, models, cfg, features, float(first.attrs.get("hop", 1.0)),
-                    {t: str(p) for t, p in paths.items()}, dev, warnings)
+                    {t: str(p) for t, p in paths.items()}, dev, warnings, cfgs)
 
 
 def video_features(fs: FeatureStore) -> tuple[dict[str, np.ndarray], dict]:
@@ -492,16 +533,22 @@ def predict_video(prep: Prepared, video: Path, out: Path, progress: Callable[[st
     tick = progress or (lambda what, done, total: None)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    tick("extract", 0, 1)
-    fs = extract_video(video, out, prep.cfg)
-    made = {k: store_features(fs).get(k) for k in SAME_FEATURES}
-    if made != {k: prep.features.get(k) for k in SAME_FEATURES}:      # the guarantee, checked on the result
-        raise PredictError(f"{video}: its features were made with other settings than the run's stores")
-    feats, info = video_features(fs)
+    cfgs = prep.cfgs or {prep.hop: prep.cfg}
+    tick("extract", 0, len(cfgs))
+    by_hop, fs = {}, None
+    for hop, cfg in cfgs.items():
+        got = extract_video(video, out, cfg)
+        made = {k: store_features(got).get(k) for k in SAME_FEATURES}
+        if made != {k: prep.features.get(k) for k in SAME_FEATURES}:      # the guarantee, checked on the result
+            raise PredictError(f"{video}: its features were made with other settings than the run's stores")
+        by_hop[hop] = video_features(got)
+        fs = got if hop == prep.hop else fs or got
+        tick("extract", len(by_hop), len(cfgs))
+    feats, info = by_hop[prep.hop]
     n = info["steps"]
-    tick("extract", 1, 1)
     t_extract = time.perf_counter() - t0
-    total = sum(len(windows(n, ti.window)) * max(1, len(ti.questions)) for ti in prep.tasks.values())
+    total = sum(len(windows(by_hop[ti.hop][1]["steps"], ti.window)) * max(1, len(ti.questions))
+                for ti in prep.tasks.values())
     done = [0]
 
     def advance(k: int) -> None:
@@ -511,14 +558,20 @@ def predict_video(prep: Prepared, video: Path, out: Path, progress: Callable[[st
     tasks, arrays = {}, {}
     for t, ti in prep.tasks.items():
         model, state, ck = prep.models[t]
-        a = collect(model, ti, feats, n, prep.device, state.get("feature_norm"), advance)
+        t_feats, t_info = by_hop[ti.hop]
+        a = collect(model, ti, t_feats, t_info["steps"], prep.device, state.get("feature_norm"), advance)
         arrays[t] = a
         kind = kind_of(ti.ts.spec)
-        body = (describe_qa(t, a, ti.ts.classes, prep.hop, ti.questions) if kind == "qa"
-                else DESCRIBE[kind](t, a, ti.ts.classes, prep.hop))
-        tasks[t] = {"benchmark": t, "head": ti.ts.head, "kind": kind, "modality": MODALITY[kind],
-                    "window_steps": ti.window,
-                    "windows": [{"start": round(s * prep.hop, 3), "end": round(e * prep.hop, 3)}
+        if kind == "qa":
+            body = describe_qa(t, a, ti.ts.classes, ti.hop, ti.questions)
+        elif kind == "dense":
+            body = describe_dense(t, a, ti.ts.classes, ti.hop, ti.ts.spec.modality or "audio-visual")
+        else:
+            body = DESCRIBE[kind](t, a, ti.ts.classes, ti.hop)
+        tasks[t] = {"benchmark": t, "head": ti.ts.head, "kind": kind,
+                    "modality": ti.ts.spec.modality or MODALITY[kind], "hop": ti.hop, "steps": t_info["steps"],
+                    "window_steps": int(ti.window or a["window_bounds"][0][1] - a["window_bounds"][0][0]),
+                    "windows": [{"start": round(s * ti.hop, 3), "end": round(e * ti.hop, 3)}
                                 for s, e in a["window_bounds"]],
                     "checkpoint": str(ck), "classes": list(ti.ts.classes), **body}
     t_heads = time.perf_counter() - t0 - t_extract

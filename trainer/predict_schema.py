@@ -12,7 +12,7 @@ later version adds keys (readers ignore what they do not know) or bumps the vers
      "provenance": {features (the stores' encoders and settings), stores, extract, avu_version, created},
      "warnings": [str], "timing": {extract_seconds, heads_seconds, total_seconds},
      "files": {json, page, overlays: {task: [png, ...]}},
-     "tasks": {benchmark: {benchmark, head, kind, modality, window_steps, windows: [{start, end}],
+     "tasks": {benchmark: {benchmark, head, kind, modality, hop, steps, window_steps, windows: [{start, end}],
                            checkpoint, classes: [str],
                            seconds: [{start, end, ...per benchmark}],     # one row per step
                            events: [{task, label, modality, start, end, score}],
@@ -22,7 +22,11 @@ later version adds keys (readers ignore what they do not know) or bumps the vers
 Event scores: the mean probability over the event (AVSS: the mean fraction of the frame
 the class covers; it is an event where that is at least 1%).
 kind: what the head's outputs are (trainer/predict.py HEAD_KINDS): segments (AVE), parsing (LLP),
-ssl (VGG-SS), mask (S4 / MS3), semantic (AVSS), qa (MUSIC-AVQA); a new head adds a kind.
+ssl (VGG-SS), mask (S4 / MS3), semantic (AVSS), qa (MUSIC-AVQA), dense (UnAV-100, ActivityNet,
+DESED: one window, the whole video; `detections` all its Soft-NMS top-100 per window, `events`
+those scoring at least 0.3, modality the benchmark's: audio-visual, visual or audio); a new head
+adds a kind. Every task also gives `hop` and `steps`: its store's step (dense 0.25 s) and the
+video's steps at it (one extraction per step).
 Per-step rows: AVE {label, score, top: [{label, score}] x 3}; LLP {audio, visual,
 audio-visual: [{label, score}]}; VGG-SS {peak: [x, y] (0-1 of the frame), max, heatmap: g x g};
 S4 / MS3 {area (fraction of the frame sounding), score (mean probability there)}; AVSS
@@ -66,7 +70,9 @@ _task = {"type": "object",
          "required": ["benchmark", "head", "kind", "modality", "window_steps", "windows", "checkpoint", "classes",
                       "seconds", "events"],
          "properties": {"benchmark": {"type": "string"}, "head": {"type": "string"},
-                        "kind": {"enum": ["segments", "parsing", "ssl", "mask", "semantic", "qa"]},
+                        "kind": {"enum": ["segments", "parsing", "ssl", "mask", "semantic", "qa", "dense"]},
+                        "hop": {"type": "number", "exclusiveMinimum": 0}, "steps": {"type": "integer", "minimum": 1},
+                        "detections": {"type": "array", "items": _event, "maxItems": 100000},
                         "modality": {"type": "string"},
                         "window_steps": {"type": "integer", "minimum": 1},
                         "windows": {"type": "array", "items": _span, "minItems": 1},

@@ -143,7 +143,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, name: str | None = 
         for batch in loader:
             if step >= max_steps or stop.agreed(world, device):
                 break
-            task, sampler_state = batch.pop("task"), batch.pop("state")
+            task, sampler_state = batch["task"], batch.pop("state")   # the model reads "task" (its scales)
             batch = to_device(batch, device, norm)
             if task in hidden:                 # open-set: held-out classes are no training target
                 batch = hide_classes(batch, hidden[task])
@@ -218,11 +218,13 @@ def barrier(world: int) -> None:
 def model_config(cfg: TrainConfig, stores: dict) -> ModelConfig:
     """The model's shape: widths from the settings, CLIP width and patch grid from the stores,
     and T (which sets the TPM scales, trainer/model.py default_scales) the longest clip of the
-    stores trained on, so the widest window still covers a whole clip."""
+    stores trained on, so the widest window still covers a whole clip; task_T: each store's
+    own T, so a benchmark's batches run the scales of its own clips."""
     s = next(iter(stores.values()))
     return ModelConfig(d_model=cfg.d_model, n_heads=cfg.n_heads, d_ff=cfg.d_ff, dropout=cfg.dropout,
                        dec_layers=cfg.dec_layers, mask_channels=cfg.mask_channels, visual_dim=s.visual_dim,
-                       n_patches=s.n_patches, T=max(st.T for st in stores.values()))
+                       n_patches=s.n_patches, T=max(st.T for st in stores.values()),
+                       task_T={t: st.T for t, st in stores.items()}, task_experts=cfg.task_experts)
 
 
 def start_run(out: Path, cfg: TrainConfig, tasks: list[str], stores: dict, name: str) -> None:
@@ -277,7 +279,7 @@ def restart_run(out: Path, stores: dict, recorded: dict, cfg: TrainConfig) -> No
 SAME_ON_RESUME = ("seed", "batch_size", "lr", "lr_decay", "lr_decay_epochs", "lr_decay_at", "task_weights",
                   "holdout_classes",
                   "weight_decay", "grad_clip", "questions_per_video", "ave_supervision", "standardise", "d_model", "n_heads", "d_ff", "dropout",
-                  "dec_layers", "mask_channels")
+                  "dec_layers", "mask_channels", "task_experts")
 CHECKPOINT_KEYS = ("step", "config", "model_config", "tasks", "feature_norm", "model", "best", "optimizer",
                    "scheduler", "sampler", "rng")
 

@@ -198,7 +198,7 @@ def dense_rows(kind: str, note: str = "") -> tuple[Row, ...]:
 
 
 def _benchmark(name: str, title: str, order: int, table_id: str, kind: str, rule: str, sigma: float,
-               weight: float, test_split: str = "test", note: str = "") -> Benchmark:
+               weight: float, modality: str, test_split: str = "test", note: str = "") -> Benchmark:
     def score_it(preds: dict, fs, chance: bool) -> dict:
         return score(preds, fs, chance, kind, rule)
 
@@ -208,13 +208,13 @@ def _benchmark(name: str, title: str, order: int, table_id: str, kind: str, rule
         metric_keys=metric_keys(kind), select="avg", headline=("avg", "mAP@0.5"),
         table=PaperTable(table_id, title, 2, order, source="UniAV (arXiv 2404.03179)", verified=False),
         rows=dense_rows(kind, note), test_split=test_split, class_tokens=False, class_prompts=True, per_class="per-class AP, mean over tIoU",
-        export=write_json, demo_weight=weight)
+        export=write_json, modality=modality, demo_weight=weight)
 
 
-UNAV100 = _benchmark("unav100", "UnAV-100 (dense audio-visual events, mAP@tIoU)", 7, "VII", "unav", "unav", 0.4, 1)
+UNAV100 = _benchmark("unav100", "UnAV-100 (dense audio-visual events, mAP@tIoU)", 7, "VII", "unav", "unav", 0.4, 1, "audio-visual")
 ACTIVITYNET = _benchmark("activitynet", "ActivityNet 1.3 (temporal actions, mAP@tIoU)", 8, "VIII", "anet",
-                         "anet", 0.75, 1, test_split="val",
+                         "anet", 0.75, 1, "visual", test_split="val",
                          note="ActivityNet 1.3 is reported on its validation set, as the official protocol and "
                               "UniAV do (the testing set has no labels); it is also the set checkpoints are "
                               "validated on.")
-DESED = _benchmark("desed", "DESED (sound events, mAP@tIoU)", 9, "IX", "unav", "unav", 0.4, 1)
+DESED = _benchmark("desed", "DESED (sound events, mAP@tIoU)", 9, "IX", "unav", "unav", 0.4, 1, "audio")

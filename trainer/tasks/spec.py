@@ -76,6 +76,7 @@ class Benchmark:
     compress: bool = False                      # its predictions file is saved compressed
     per_class: str = ""                         # what its eval JSON's per_class holds (a figure)
     bars: str = ""                              # a figure of all its metrics beside the paper: title
+    modality: str = ""                          # `avu predict`: what its events are (audio | visual | audio-visual)
     demo_weight: float = 1.0                    # `avu demo`: its draw weight (trainer/demo.py says why)
     class_prompts: bool = False                 # its head scores the store's class prompts (shared/class_emb):
                                                 # the model call's vocab_emb is class_emb, one row a class
