@@ -519,7 +519,7 @@ def _print_predict_summary(docs: list, failed: dict, out: Path, seconds: float, 
 def demo(
     out: Path = typer.Option(Path("demo"), "--out", help="Folder for synth/, features/ and run/."),
     scale: float = typer.Option(1.0, help="Multiplies the clips per dataset."),
-    steps: int = typer.Option(4000, help="Training steps."),
+    steps: Optional[int] = typer.Option(None, help="Training steps (default: trainer/demo.py STEPS)."),
     seed: int = typer.Option(0, help="Random seed (data and training)."),
 ) -> None:
     """The whole job on the built-in synthetic mini-benchmark (what `make demo` runs).
@@ -530,7 +530,7 @@ def demo(
     from trainer.demo import demo as run_demo
 
     _random_banner()
-    lines = run_demo(out, scale, steps, seed)
+    lines = run_demo(out, scale, seed=seed, **({} if steps is None else {"steps": steps}))
     below = [f"{t} {k}" for t, scores in lines.items() for k, (ours, chance) in scores.items() if ours <= chance]
     if below:
         console.print(f"[yellow]not above chance:[/] {', '.join(below)}")

@@ -347,10 +347,16 @@ class DenseEvent:
     kind: str               # "av" seen and heard, "audio" heard only, "visual" seen only
 
 
+DENSE_LONGEST = 60.0       # seconds: the longest untrimmed clip; generate(dense_longest=...) sets it (the demo: 20)
+
+
 def dense_duration(rng) -> float:
-    """An untrimmed clip's length: 10-60 s, most of them short (80 % in 10-20 s, which keeps the
-    demo's extraction small), a multiple of 1/DENSE_FPS s (whole frames, fractional seconds)."""
+    """An untrimmed clip's length: 10-60 s, most of them short (80 % in 10-20 s), a multiple of
+    1/DENSE_FPS s (whole frames, fractional seconds). Under a shorter DENSE_LONGEST the same draw
+    is squeezed linearly into 10 s .. DENSE_LONGEST (every other draw of the set stays as it is)."""
     seconds = rng.uniform(10, 20) if rng.random() < 0.8 else rng.uniform(20, 60)
+    if DENSE_LONGEST < 60:
+        seconds = 10 + (seconds - 10) * (DENSE_LONGEST - 10) / 50
     return round(seconds * DENSE_FPS) / DENSE_FPS
 
 
@@ -424,9 +430,23 @@ def dense_clip(rng, classes: list[str], duration: float, kinds: dict[str, float]
 
 
 # ----------------------------------------------------------------------------- driver
-def generate(out: Path, seed: int = 0, clips: int = 16, only: list[str] | None = None) -> dict[str, Path]:
+def generate(out: Path, seed: int = 0, clips: int = 16, only: list[str] | None = None,
+             dense_longest: float = 60.0) -> dict[str, Path]:
     """Write the mini-benchmark under `out`; returns {dataset: its --root}. Deterministic in
-    `seed`; a dataset folder that exists is left as it is (delete it to regenerate)."""
+    `seed`; a dataset folder that exists is left as it is (delete it to regenerate).
+    `dense_longest` (10-60 s): the longest untrimmed clip of the dense three (the demo's 20 s
+    keeps their batches short; the other seven datasets do not depend on it)."""
+    global DENSE_LONGEST
+    if not 10 <= dense_longest <= 60:
+        raise ValueError(f"dense_longest: {dense_longest} s is outside 10-60 s")
+    DENSE_LONGEST, before = float(dense_longest), DENSE_LONGEST
+    try:
+        return _generate(out, seed, clips, only)
+    finally:
+        DENSE_LONGEST = before
+
+
+def _generate(out: Path, seed: int, clips: int, only: list[str] | None) -> dict[str, Path]:
     roots = {}
     for k, (name, adapter) in enumerate(ADAPTERS.items()):   # the order seeds them: dataset k gets [seed, k]
         if only and name not in only:

@@ -1,4 +1,4 @@
-"""The end-to-end demo, shortened: synthesise -> extract all seven -> train jointly -> evaluate
+"""The end-to-end demo, shortened: synthesise -> extract all ten -> train jointly -> evaluate
 -> report, on a few clips per dataset and a few steps (the full one: `avu demo`)."""
 
 from __future__ import annotations
@@ -7,7 +7,9 @@ import json
 
 import torch
 
-from trainer.demo import demo
+from pipeline.datasets import ADAPTERS, unav100
+from pipeline.store import FeatureStore
+from trainer.demo import EXTRACT, SYNTH, demo
 from trainer.tasks import BENCHMARKS
 
 HEADLINE = {name: b.headline for name, b in BENCHMARKS.items()}
@@ -26,8 +28,13 @@ def test_short_demo_end_to_end_and_rerun_skips_done_work(tmp_path):
     evals = load_evals(run, "test")
     assert set(evals) == set(HEADLINE) and all(e.random_weights for e in evals.values())
     assert (tmp_path / "features" / "avss.zarr").is_dir() and (tmp_path / "synth" / "music-avqa").is_dir()
-    seconds = json.loads((tmp_path / "run" / "demo.json").read_text())["seconds"]
-    assert set(seconds) == {"synthesise", "extract", "train", "evaluate"}
+    record = json.loads((tmp_path / "run" / "demo.json").read_text())
+    assert set(record["seconds"]) == {"synthesise", "extract", "train", "evaluate"}
+    assert set(record["datasets"]) == set(ADAPTERS)
+    assert all(set(times) == {"synthesise", "extract"} for times in record["datasets"].values())
+    unav = json.loads((tmp_path / "synth" / "unav100" / unav100.FILE).read_text())["database"]
+    assert all(10 <= v["duration"] <= SYNTH["dense_longest"] for v in unav.values())   # the demo's short clips
+    assert FeatureStore(tmp_path / "features" / "music-avqa.zarr").attrs["hop"] == EXTRACT["hop"]["music-avqa"]
 
     again = demo(tmp_path, scale=0.1, steps=24, quiet=True)       # everything there: no training again
     assert again == lines

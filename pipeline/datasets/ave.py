@@ -184,5 +184,5 @@ def synth(out: Path, rng: np.random.Generator, clips: int) -> None:
 ADAPTER = Adapter(
     name="ave", T=T, classes=CLASSES, load=load,
     prompt="Which event is both heard and seen in each second of the video?",
-    synth=synth, synth_classes=SYNTH_CLASSES, demo_clips=48,
+    synth=synth, synth_classes=SYNTH_CLASSES, demo_clips=32,
 )

@@ -74,4 +74,4 @@ MUSIC_AVQA = Benchmark(
               ("All", "All", 76.42)),
     joint_rows=(joint_row("MUSIC-AVQA · AV", "Audio-Visual", 71.94, 76.96),
                 joint_row("MUSIC-AVQA · All", "All", 75.32, 76.42)),
-    questions=True, bars="accuracy per question type and group", demo_weight=10)
+    questions=True, bars="accuracy per question type and group", demo_weight=8)
