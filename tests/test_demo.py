@@ -9,7 +9,7 @@ import torch
 
 from pipeline.datasets import ADAPTERS, unav100
 from pipeline.store import FeatureStore
-from trainer.demo import EXTRACT, SYNTH, demo
+from trainer.demo import SYNTH, demo, demo_hops
 from trainer.tasks import BENCHMARKS
 
 HEADLINE = {name: b.headline for name, b in BENCHMARKS.items()}
@@ -34,7 +34,7 @@ def test_short_demo_end_to_end_and_rerun_skips_done_work(tmp_path):
     assert all(set(times) == {"synthesise", "extract"} for times in record["datasets"].values())
     unav = json.loads((tmp_path / "synth" / "unav100" / unav100.FILE).read_text())["database"]
     assert all(10 <= v["duration"] <= SYNTH["dense_longest"] for v in unav.values())   # the demo's short clips
-    assert FeatureStore(tmp_path / "features" / "music-avqa.zarr").attrs["hop"] == EXTRACT["hop"]["music-avqa"]
+    assert FeatureStore(tmp_path / "features" / "music-avqa.zarr").attrs["hop"] == demo_hops()["music-avqa"] == 3.0
 
     again = demo(tmp_path, scale=0.1, steps=24, quiet=True)       # everything there: no training again
     assert again == lines

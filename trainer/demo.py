@@ -63,14 +63,20 @@ from rich.console import Console
 from rich.table import Table
 
 EXTRACT = dict(clip_model="avu-tiny-clip", random_weights=True, workers=0, patch_grid=4, clip_batch=80,
-               clips_per_task=8, decode_threads=1,
-               hop={"vggss": 2.0, "music-avqa": 3.0, "unav100": 0.5, "activitynet": 0.5, "desed": 0.5})
+               clips_per_task=8, decode_threads=1)   # + hop: each adapter's demo_hop (demo_hops)
 SYNTH = dict(dense_longest=20.0)      # the dense three's untrimmed clips: 10-20 s (pipeline/synth.py)
 STEPS = 3000
 DATASETS = dict(avs_mask_size=32)
 DEMO_TRAIN = dict(d_model=64, n_heads=2, d_ff=128, dropout=0.0, mask_channels=16, batch_size=16, lr=1e-3,
                   workers=1, prefetch=4, log_every=25, eval_batch_size=32, questions_per_video=4,
                   lr_decay_at=0.75)   # lr x 0.1 once, after 75 % of the steps
+
+
+def demo_hops() -> dict[str, float]:
+    """The demo's feature step of every benchmark whose adapter sets one (Adapter.demo_hop)."""
+    from pipeline.datasets import ADAPTERS
+
+    return {name: a.demo_hop for name, a in ADAPTERS.items() if a.demo_hop}
 
 
 def synthesise(out: Path, seed: int, scale: float, console: Console,
@@ -100,7 +106,7 @@ def extract(roots: dict[str, Path], out: Path, console: Console,
         t0 = time.perf_counter()
         ds = load_dataset(name, root, DatasetsConfig(**DATASETS))
         with console.status(f"extracting {name} ({len(ds.clips)} clips)"):
-            summary, missing = extract_dataset(ds, out / f"{name}.zarr", ExtractConfig(**EXTRACT))
+            summary, missing = extract_dataset(ds, out / f"{name}.zarr", ExtractConfig(**EXTRACT, hop=demo_hops()))
         if summary.failed or missing:
             raise RuntimeError(f"{name}: {len(summary.failed)} clips failed, {len(missing)} missing")
         console.print(f"  {name}: {len(ds.clips)} clips in {time.perf_counter() - t0:.0f} s")

@@ -102,6 +102,7 @@ class Adapter:
     synth_tiles: bool = False          # its objects are flat-coloured tiles, not shapes
     hop: float = 1.0                   # seconds per feature step, the benchmark's default (the
                                        # extract setting `hop` overrides it; dense tasks: 0.25)
+    demo_hop: float = 0.0              # `avu demo`'s step for it (0: its hop; trainer/demo.py says why)
     class_template: str = ""           # the class prompt, "{}" = the class name (dense tasks, UniAV's
                                        # templates): stage one stores shared/class_emb of every class
 

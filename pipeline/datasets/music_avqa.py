@@ -223,5 +223,5 @@ def synth(out: Path, rng: np.random.Generator, clips: int) -> None:
 ADAPTER = Adapter(
     name="music-avqa", T=T, classes=ANSWERS, load=load,
     prompt="Answer the question about the sounds and sights of the music performance.",
-    synth=synth, synth_classes=SYNTH_CLASSES, demo_clips=256,
+    synth=synth, synth_classes=SYNTH_CLASSES, demo_clips=256, demo_hop=3.0,
 )

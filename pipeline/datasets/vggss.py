@@ -208,5 +208,5 @@ def synth(out: Path, rng: np.random.Generator, clips: int) -> None:
 ADAPTER = Adapter(
     name="vggss", T=T, classes=CLASSES, load=load,
     prompt="Where in the picture is the sound coming from?",
-    synth=synth, synth_classes=SYNTH_CLASSES, synth_silent=SILENT, synth_tiles=True, demo_clips=128,
+    synth=synth, synth_classes=SYNTH_CLASSES, synth_silent=SILENT, synth_tiles=True, demo_clips=128, demo_hop=2.0,
 )
