@@ -535,15 +535,15 @@ def predict_video(prep: Prepared, video: Path, out: Path, progress: Callable[[st
     t0 = time.perf_counter()
     cfgs = prep.cfgs or {prep.hop: prep.cfg}
     tick("extract", 0, len(cfgs))
-    by_hop, fs = {}, None
+    by_hop, made_by = {}, {}
     for hop, cfg in cfgs.items():
-        got = extract_video(video, out, cfg)
-        made = {k: store_features(got).get(k) for k in SAME_FEATURES}
+        made_by[hop] = extract_video(video, out, cfg)
+        made = {k: store_features(made_by[hop]).get(k) for k in SAME_FEATURES}
         if made != {k: prep.features.get(k) for k in SAME_FEATURES}:      # the guarantee, checked on the result
             raise PredictError(f"{video}: its features were made with other settings than the run's stores")
-        by_hop[hop] = video_features(got)
-        fs = got if hop == prep.hop else fs or got
+        by_hop[hop] = video_features(made_by[hop])
         tick("extract", len(by_hop), len(cfgs))
+    fs = made_by[prep.hop]
     feats, info = by_hop[prep.hop]
     n = info["steps"]
     t_extract = time.perf_counter() - t0
