@@ -298,23 +298,25 @@ class JsonList:
             if default is not REQUIRED:
                 return default
             raise DatasetError(f"{self.where(k)}: no key {key!r}; keys: {', '.join(map(str, e))}")
-        return json_value(e[key], key, kinds, convert, what, self.where(k))
+        return json_value(e[key], key, kinds, convert, what, lambda: self.where(k))
 
 
-def json_value(v: Any, key: str, kinds: tuple[type, ...], convert: Callable | None, what: str, where: str) -> Any:
+def json_value(v: Any, key: str, kinds: tuple[type, ...], convert: Callable | None, what: str,
+               where: Callable[[], str]) -> Any:
     """`key`'s value v, which must be one of the JSON `kinds` (bool is never an int) and pass
-    `convert`; failures name `where` (JsonList.value, JsonTree.value)."""
+    `convert`; failures name `where()` (JsonList.value, JsonTree.value). `where` is called only on
+    a failure: finding a position walks the file's text, and a file has thousands of values."""
     if not isinstance(v, kinds) or (isinstance(v, bool) and bool not in kinds):
         expected = " or ".join(_JSON_NAMES[t] for t in kinds)
         shown = "" if v is None or isinstance(v, bool) else f" {_short(v)}"
-        raise DatasetError(f"{where}: {key} is {json_type(v)}{shown}, expected {expected}")
+        raise DatasetError(f"{where()}: {key} is {json_type(v)}{shown}, expected {expected}")
     if convert is None:
         return v
     try:
         return convert(v)
     except (ValueError, TypeError) as err:
         why = f": {err}" if isinstance(err, Invalid) else ""
-        raise DatasetError(f"{where}: {key} {_short(v)} is not {what}{why}") from None
+        raise DatasetError(f"{where()}: {key} {_short(v)} is not {what}{why}") from None
 
 
 def nonempty(value: str) -> str:
@@ -384,7 +386,7 @@ class JsonTree:
             if default is not REQUIRED:
                 return default
             raise DatasetError(f"{self.where(at)}: no key {key!r}; keys: {', '.join(map(str, obj)) or 'none'}")
-        return json_value(obj[key], key, kinds, convert, what, self.where((*at, key)))
+        return json_value(obj[key], key, kinds, convert, what, lambda: self.where((*at, key)))
 
 
 def _json_position(text: str, at: tuple) -> str:
