@@ -109,7 +109,7 @@ def test_llp_seen_and_unseen_f_scores_by_hand():
     assert r["chance"]["segment_audio_unseen"] == pytest.approx(1 / 2)
     assert r["chance"]["segment_audio_seen"] == pytest.approx(1 / 2)
     assert r["chance"]["segment_visual_seen"] == 1.0 and set(r["chance"]) == set(m)
-    # a held-out class without ground truth in the split: no unseen keys (its false positives aside)
+    # a held-out class without ground truth in the split: no unseen keys
     fs.arrays["gt_audio"][:, 2] = 0
     r = BENCHMARKS["llp"].score(preds | {"unseen": unseen(3, 2)}, fs, True)
     assert not any(k.endswith("_unseen") for k in r["metrics"]) and "segment_audio_seen" in r["metrics"]

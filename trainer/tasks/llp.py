@@ -6,6 +6,11 @@ Attention over time and over modality pools them into audio, visual and global p
 Padded batches (`frame_valid`): the attention over time is a softmax over the real seconds only.
 Loss (HAN): BCE(global, y) + BCE(audio, y) + BCE(visual, 0.9 y + 0.05), probabilities clamped
 to [1e-7, 1 - 1e-7]; y is the video-level multi-hot. valid_ids: the 25 tokens in class order.
+
+Open-set (`holdout_classes`): a held-out class's columns are zeroed in training (trainer/tasks/
+holdout.py); it is scored through its class token, but this head's per-class bias and attention
+weights of that class learn from negatives only. `score` reports every F-score over the seen
+and over the unseen class columns beside the official numbers.
 """
 
 from __future__ import annotations
