@@ -153,7 +153,8 @@ def test_paper_numbers_are_the_documented_ones():
         for row in spec.rows:
             assert row.key in BENCHMARKS[row.task].metric_keys, row
             for v in row.paper.values():
-                if not spec.verified:          # the dense tables: no number until one is read from the paper
+                # the dense tables: no number until one is read from the paper; open-set rows: none exists
+                if not spec.verified or row.optional:
                     assert v is None, (spec.id, row.label, v)
                     continue
                 assert f"{v:.1f}" in section or f"{v:.2f}" in section, (spec.id, row.label, v)

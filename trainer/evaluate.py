@@ -22,8 +22,9 @@ Decisions:
   on validation (its testing set has no labels), so its eval/test JSON holds the val clips'
   numbers and says so ("scored_split": "val").
 - Open-set runs (`holdout_classes` in config.yaml): the predictions carry `unseen` (K,), the
-  classes held out of training; a benchmark that reports them apart (the dense ones) scores
-  seen and unseen classes separately, chance too.
+  classes held out of training; the benchmarks that can hold classes out (the dense ones, AVE,
+  LLP) then also score the seen and the unseen classes separately ("<metric>_seen",
+  "<metric>_unseen"), chance too; the full metrics are the official ones whatever is held out.
 - chance = the best of a few trivial, input-blind predictors on THIS split, per metric (so
   it is a bar to clear, not a floor); each benchmark's score says which.
 """

@@ -131,7 +131,7 @@ class Table:
               for row, cells in self.lines for cell in cells if cell.n}
         if ns:
             notes.append("n: " + ", ".join(f"{who} {n}" for who, n in ns.items()))
-        return notes + [row.note for row, _ in self.lines if row.note]
+        return notes + list(dict.fromkeys(row.note for row, _ in self.lines if row.note))   # a note once
 
 
 def _cell(column: Column, row: Row) -> Cell:

@@ -10,8 +10,10 @@ It applies to the benchmarks whose targets name classes of the vocabulary (the d
 AVE, LLP): events of a held-out class become background (dense: their segments are dropped;
 AVE: their segments and clip label become background; LLP: their columns are zeroed), so the
 class is never a positive. Evaluation scores every class as before: a held-out class only
-through its prompt (or token) embedding, zero-shot; the dense benchmarks report seen and
-unseen classes apart (predictions carry `unseen`, trainer/evaluate.py).
+through its prompt (or token) embedding, zero-shot; the predictions of an open-set run carry
+`unseen` (trainer/evaluate.py) and each of these benchmarks also reports its metrics for the
+seen and the unseen classes apart (keys "<metric>_seen", "<metric>_unseen", chance too; what
+a group's score means is in the benchmark's file). The full metrics stay the official ones.
 """
 
 from __future__ import annotations
@@ -60,6 +62,22 @@ def unknown_names(setting, classes_of: dict[str, list[str]]) -> list[str]:
     names = [setting] if isinstance(setting, str) else list(setting)
     known = {key(c) for classes in classes_of.values() for c in classes}
     return [n for n in names if key(str(n)) not in known]
+
+
+SEEN, UNSEEN = "_seen", "_unseen"
+
+
+def class_groups(preds: dict, n_classes: int, where: str = "predictions") -> dict[str, np.ndarray]:
+    """{"_seen": (K,) bool, "_unseen": (K,) bool} from the predictions' `unseen` (an open-set
+    run's); {} without it, so a benchmark scores exactly as without holdout. `where` names the
+    predictions in the error a mask of the wrong length raises."""
+    if "unseen" not in preds:
+        return {}
+    unseen = np.asarray(preds["unseen"])
+    if unseen.shape != (n_classes,):
+        raise ValueError(f"{where}: `unseen` has shape {unseen.shape}; the benchmark has {n_classes} classes")
+    unseen = unseen.astype(bool)
+    return {SEEN: ~unseen, UNSEEN: unseen}
 
 
 def hide_classes(batch: dict, hidden: np.ndarray, background: int | None = None) -> dict:
