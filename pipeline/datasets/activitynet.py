@@ -40,8 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from ..config import DatasetsConfig
-from .common import (Adapter, Clip, Dataset, DatasetError, Invalid, JsonTree, MediaFolder, Videos,
-                     dense_clip_targets, field, positive, read_csv, segment)
+from .common import (Adapter, Clip, Dataset, DatasetError, JsonTree, MediaFolder, Videos, dense_clip_targets,
+                     field, one_of, positive, read_csv, segment)
 
 OFFICIAL, SAMPLE = "activity_net.v1-3.min.json", "sample_detection_prediction.json"
 BSN_ANNOTATIONS, BSN_INFO, BSN_NAMES = "anet_anno_action.json", "video_info_new.csv", "action_name.csv"
@@ -90,16 +90,8 @@ SYNTH_CLASSES = ["Playing violin", "Playing piano", "Playing accordion", "Playin
                  "Playing bagpipes", "Walking the dog", "Vacuuming floor"]
 
 
-def subset(value: str) -> str:
-    if value not in SUBSETS:
-        raise Invalid(f"expected one of {', '.join(SUBSETS)}")
-    return SUBSETS[value]
-
-
-def class_index(name: str) -> int:
-    if name not in CLASS_INDEX:
-        raise Invalid("not one of the 200 ActivityNet 1.3 classes")
-    return CLASS_INDEX[name]
+subset = one_of(SUBSETS)                 # case-sensitive, as the toolkit compares
+class_index = one_of(CLASS_INDEX, message="not one of the 200 ActivityNet 1.3 classes")
 
 
 def read_instances(tree: JsonTree, at: tuple, key: str) -> list:

@@ -325,6 +325,16 @@ def nonempty(value: str) -> str:
     return value
 
 
+def one_of(table: dict[str, Any], fold: Callable[[str], str] = str, message: str = "") -> Callable[[str], Any]:
+    """A converter (for field, JsonTree.value) from a key of `table`, after `fold` (str.lower: any
+    case), to its value; any other value is Invalid: `message`, else "expected one of KEYS"."""
+    def convert(value: str) -> Any:
+        if fold(value) not in table:
+            raise Invalid(message or f"expected one of {', '.join(table)}")
+        return table[fold(value)]
+    return convert
+
+
 def is_number(value: Any) -> bool:
     """A JSON number (int or float, not bool), not NaN."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)

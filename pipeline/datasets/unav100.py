@@ -27,7 +27,7 @@ import numpy as np
 
 from ..config import DatasetsConfig
 from .common import (Adapter, Clip, Dataset, DatasetError, Invalid, JsonTree, MediaFolder, Videos,
-                     dense_clip_targets, positive, segment)
+                     dense_clip_targets, one_of, positive, segment)
 
 FILE = "unav100_annotations.json"
 SUBSETS = {"train": "train", "validation": "val", "test": "test"}
@@ -56,10 +56,7 @@ SYNTH_CLASSES = ["playing violin", "dog barking", "helicopter", "cat meowing", "
                  "playing acoustic guitar", "playing cello", "church bell ringing"]
 
 
-def subset(value: str) -> str:
-    if value.lower() not in SUBSETS:
-        raise Invalid(f"expected one of {', '.join(SUBSETS)}")
-    return SUBSETS[value.lower()]
+subset = one_of(SUBSETS, str.lower)      # compared in lower case, as UnAV's code does
 
 
 def class_id(value: int) -> int:
