@@ -12,9 +12,10 @@ setup:
 test: setup
 	$(VENV)/bin/python -m pytest -q
 
-# The main job on the built-in synthetic mini-benchmark, end to end: synthesise all seven datasets
-# in their official layouts, extract each (random-weight encoders: a fresh machine has no
-# pretrained weights), train all tasks jointly, evaluate on the test splits, print the report.
+# The main job on the built-in synthetic mini-benchmark, end to end: synthesise all ten datasets
+# (every adapter of pipeline/datasets) in their official layouts, extract each (random-weight
+# encoders: a fresh machine has no pretrained weights), train all ten tasks jointly, evaluate on
+# the test splits, print the report.
 demo: setup
 	$(AVU) demo --out $(DEMO)
 

@@ -138,11 +138,12 @@ def _print_dataset(ds, n_present: int, missing: list, listing: Path) -> None:
 
 @app.command()
 def synth(
-    out: Path = typer.Option(..., "--out", help="Folder to write the seven datasets into (one folder each)."),
+    out: Path = typer.Option(..., "--out", help="Folder to write the datasets into (one folder each)."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same files."),
     clips: int = typer.Option(16, "--clips", help="Training clips per dataset (val and test get half)."),
 ) -> None:
-    """Generate the built-in synthetic mini-benchmark: all seven datasets in their official layouts.
+    """Generate the built-in synthetic mini-benchmark: all ten datasets (every adapter of
+    pipeline/datasets) in their official layouts.
 
     Seeded and deterministic; a dataset folder that already exists under --out is kept."""
     from pipeline.synth import generate
@@ -524,9 +525,9 @@ def demo(
 ) -> None:
     """The whole job on the built-in synthetic mini-benchmark (what `make demo` runs).
 
-    Synthesise the seven datasets, extract them (RANDOM-WEIGHT encoders), train all tasks
-    jointly, evaluate on the test splits and print the report, with chance beside every number.
-    Re-running skips what is done."""
+    Synthesise all ten datasets (every adapter of pipeline/datasets), extract them (RANDOM-WEIGHT
+    encoders), train all ten tasks jointly, evaluate on the test splits and print the report,
+    with chance beside every number. Re-running skips what is done."""
     from trainer.demo import demo as run_demo
 
     _random_banner()

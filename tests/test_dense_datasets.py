@@ -12,6 +12,7 @@ import pytest
 from pipeline import synth
 from pipeline.datasets import ADAPTERS, class_prompts, load_dataset
 from pipeline.datasets import activitynet, desed, unav100
+from pipeline.datasets.common import Invalid, one_of
 from pipeline.synth import LOOKS, SR, colour, dense_clip, generate, tone_hz
 from pipeline.vocab import key
 
@@ -29,6 +30,15 @@ def _events(clips) -> int:
 
 def _clip(ds, clip_id):
     return next(c for c in ds.clips if c.clip_id == clip_id)
+
+
+def test_one_of_maps_a_key_after_folding_and_names_the_keys_otherwise():
+    subset = one_of({"train": "train", "validation": "val"}, str.lower)
+    assert (subset("Validation"), subset("TRAIN")) == ("val", "train")
+    with pytest.raises(Invalid, match="^expected one of train, validation$"):
+        subset("dev")
+    with pytest.raises(Invalid, match="^not one of ours$"):
+        one_of({"Cat": 0}, message="not one of ours")("cat")        # no fold: case counts
 
 
 def test_the_dense_adapters_are_any_length_at_quarter_second_steps_with_class_templates():

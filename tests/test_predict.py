@@ -50,7 +50,7 @@ def provenance(fs: FeatureStore, cfg) -> None:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
-    """A run of all seven tasks on stores of the tiny CLIP's width (64) and patch grid (4)."""
+    """A run of all ten tasks on stores of the tiny CLIP's width (64) and patch grid (4)."""
     from trainer.train import train
 
     root = tmp_path_factory.mktemp("predict")

@@ -56,6 +56,18 @@ def test_tasks_and_config():
         train_config(["bogus=1"])
 
 
+def test_ave_supervision_chooses_only_for_a_benchmark_with_a_choice():
+    """`ave_supervision` picks the loss of AVE (full or weak) and of no other benchmark; `avu report`
+    reads the same rule (Benchmark.supervision_of): the setting for AVE, None for the rest."""
+    from trainer.tasks import BENCHMARKS
+    for setting in ("full", "weak"):
+        cfg = train_config([f"ave_supervision={setting}"])
+        assert {t: T.supervision(cfg, t) for t in BENCHMARKS} == {t: setting if t == "ave" else "full"
+                                                                   for t in BENCHMARKS}
+        assert {t: b.supervision_of(setting) for t, b in BENCHMARKS.items()} == {
+            t: setting if t == "ave" else None for t in BENCHMARKS}
+
+
 def test_tpm_scales_follow_the_longest_clip_trained_on(stores, tmp_path):
     """The model's T (and so its TPM window scales) is the longest clip of the stores trained on:
     AVSBench alone 5 s, with AVE 10 s, with MUSIC-AVQA its 12 s; the checkpoint records it."""

@@ -314,10 +314,7 @@ def write_page(out: Path, doc: dict, frames: np.ndarray, arrays: dict) -> Path:
     warnings = "".join(f'<p class="warn">{html.escape(w)}</p>' for w in doc["warnings"])
     sampled = "" if len(steps) == n else f' <span class="muted">(pictures for {len(steps)} of the {n} steps)</span>'
     embedded = json.dumps(data).replace("</", "<\\/")     # no "</script>" inside the data
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">
-<title>avu predict: {html.escape(v["name"])}</title><style>{CSS}</style></head><body>
-<h1>{html.escape(v["name"])}</h1>
+    return _write_html(out, f"avu predict: {v['name']}", f"""<h1>{html.escape(v["name"])}</h1>
 <div class="muted">{v["duration"]:.2f} s ({n} steps of {hop:g} s) · run {html.escape(doc["run"]["name"])} ·
 <a href="predictions.json">predictions.json</a> (schema {html.escape(doc["schema"])} v{doc["version"]})</div>
 {banner}{warnings}
@@ -329,11 +326,7 @@ def write_page(out: Path, doc: dict, frames: np.ndarray, arrays: dict) -> Path:
 <h2>Provenance</h2><table>{_provenance_rows(doc)}</table>
 <script type="application/json" id="page-data">{embedded}</script>
 <script>{SCRIPT}</script>
-</body></html>
-"""
-    path = out / "index.html"
-    path.write_text(page)
-    return path
+""")
 
 
 def write_index(out: Path, docs: list[tuple[Path, dict]]) -> Path:
@@ -349,12 +342,17 @@ def write_index(out: Path, docs: list[tuple[Path, dict]]) -> Path:
                     f'<td>{html.escape(what)}</td></tr>')
     random = any(doc["random_weights"] for _, doc in docs)
     banner = f'<div class="banner">{html.escape(docs[0][1]["notice"])}</div>' if random else ""
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,"><title>avu predict</title>
-<style>{CSS}</style></head><body><h1>avu predict: {len(docs)} videos</h1>{banner}
+    return _write_html(out, "avu predict", f"""<h1>avu predict: {len(docs)} videos</h1>{banner}
 <table><tr><th>video</th><th>duration</th><th>tasks</th><th>longest events</th></tr>{"".join(rows)}</table>
-</body></html>
-"""
+""")
+
+
+def _write_html(out: Path, title: str, body: str) -> Path:
+    """out/index.html: `body` in the pages' frame (CSS inline, no icon fetched: works from file://)."""
     path = out / "index.html"
-    path.write_text(page)
+    path.write_text(f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">
+<title>{html.escape(title)}</title><style>{CSS}</style></head><body>
+{body}</body></html>
+""")
     return path

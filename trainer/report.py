@@ -80,7 +80,7 @@ def paper_tables() -> tuple[tuple[Spec, ...], Spec]:
 
 def _supervision(run: Run, task: str) -> str | None:
     """The run's supervision of a task that can be trained in several ways (AVE), else None."""
-    return run.ave_supervision if len(BENCHMARKS[task].supervisions) > 1 else None
+    return BENCHMARKS[task].supervision_of(run.ave_supervision)
 
 
 # ----------------------------------------------------------------------------- building

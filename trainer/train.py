@@ -65,6 +65,7 @@ from trainer.rundir import recorded_settings, write_settings
 from trainer.runtime import autocast, build_model, resolve_device, task_tensors
 from trainer.tasks import BENCHMARKS, HEADS
 from trainer.tasks.holdout import hide_classes, holdout_mask, supports, unknown_names
+from trainer.tasks.spec import FULL
 
 RUN_FILES = ("config.yaml", "run.json", "metrics.jsonl")
 
@@ -254,9 +255,8 @@ def held_out(cfg: TrainConfig, stores: dict) -> dict:
 
 
 def supervision(cfg: TrainConfig, task: str) -> str:
-    """How the task is trained: `ave_supervision` for a benchmark that can be trained in several
-    ways (AVE: full or weak), full for every other."""
-    return cfg.ave_supervision if len(BENCHMARKS[task].supervisions) > 1 else "full"
+    """How the task is trained (Benchmark.supervision_of; FULL where it has one way only)."""
+    return BENCHMARKS[task].supervision_of(cfg.ave_supervision) or FULL
 
 
 def write_run_json(out: Path, name: str, tasks: list[str], stores: dict, cfg: TrainConfig) -> None:

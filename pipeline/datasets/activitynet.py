@@ -40,8 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from ..config import DatasetsConfig
-from .common import (Adapter, Clip, Dataset, DatasetError, Invalid, JsonTree, MediaFolder, clean_events,
-                     dense_targets, field, positive, read_csv, segment)
+from .common import (Adapter, Clip, Dataset, DatasetError, JsonTree, MediaFolder, Videos, dense_clip_targets,
+                     field, one_of, positive, read_csv, segment)
 
 OFFICIAL, SAMPLE = "activity_net.v1-3.min.json", "sample_detection_prediction.json"
 BSN_ANNOTATIONS, BSN_INFO, BSN_NAMES = "anet_anno_action.json", "video_info_new.csv", "action_name.csv"
@@ -89,19 +89,9 @@ CLASS_INDEX = {name: i for i, name in enumerate(CLASSES)}
 SYNTH_CLASSES = ["Playing violin", "Playing piano", "Playing accordion", "Playing drums", "Playing saxophone",
                  "Playing bagpipes", "Walking the dog", "Vacuuming floor"]
 
-Videos = dict[str, tuple[str, float, list]]         # id -> (split, duration or NaN, [(start, end, class)])
 
-
-def subset(value: str) -> str:
-    if value not in SUBSETS:
-        raise Invalid(f"expected one of {', '.join(SUBSETS)}")
-    return SUBSETS[value]
-
-
-def class_index(name: str) -> int:
-    if name not in CLASS_INDEX:
-        raise Invalid("not one of the 200 ActivityNet 1.3 classes")
-    return CLASS_INDEX[name]
+subset = one_of(SUBSETS)                 # case-sensitive, as the toolkit compares
+class_index = one_of(CLASS_INDEX, message="not one of the 200 ActivityNet 1.3 classes")
 
 
 def read_instances(tree: JsonTree, at: tuple, key: str) -> list:
@@ -196,15 +186,12 @@ def load(root: Path, cfg: DatasetsConfig) -> Dataset:
     quirks = Counter(dict.fromkeys(["duplicate_instances", "zero_length_instances", "instances_past_duration",
                                     "instances_before_zero", "instances_starting_past_duration"], 0))
     database, source = read_videos(root / cfg.activitynet_annotations, quirks)
-    events = {vid: clean_events(ev, duration, quirks, "instances") for vid, (_, duration, ev) in database.items()}
-    quirks["testing_videos_without_labels"] = sum(s == "test" and not events[v] for v, (s, _, _) in database.items())
+    targets = dense_clip_targets(database, quirks, "instances")
+    quirks["testing_videos_without_labels"] = sum(s == "test" and not ev for s, _, ev in database.values())
     for name, split in (("training", "train"), ("validation", "val")):
-        quirks[f"{name}_videos_without_instances"] = sum(s == split and not events[v]
-                                                         for v, (s, _, _) in database.items())
-    E = max(1, max(map(len, events.values())))
+        quirks[f"{name}_videos_without_instances"] = sum(s == split and not ev for s, _, ev in database.values())
     videos = MediaFolder(root / cfg.activitynet_videos)
-    clips = [Clip(vid, videos.path(f"v_{vid}", vid), (split,), dense_targets(events[vid], E, duration))
-             for vid, (split, duration, _) in database.items()]
+    clips = [Clip(vid, videos.path(f"v_{vid}", vid), (split,), targets[vid]) for vid, (split, _, _) in database.items()]
     return Dataset(ADAPTER.name, 0, clips, CLASSES, quirks, attrs={"annotation_source": source})
 
 

@@ -11,8 +11,8 @@ line; required columns checked once, from the header) with field() and split_fie
 JsonList (a JSON list of entries; an entry is named by its index, its id and the line and
 column where it starts) and JsonTree (nested JSON objects, ActivityNet's `database`: a value is
 named by its path and the line and column where it starts). The dense benchmarks also share
-MediaFolder (a clip's media among several extensions), clean_events (their quirks, counted) and
-dense_targets (the arrays every dense clip holds)."""
+MediaFolder (a clip's media among several extensions), clean_events (their quirks, counted),
+dense_targets (the arrays every dense clip holds) and dense_clip_targets (both, over a dataset)."""
 
 from __future__ import annotations
 
@@ -325,6 +325,16 @@ def nonempty(value: str) -> str:
     return value
 
 
+def one_of(table: dict[str, Any], fold: Callable[[str], str] = str, message: str = "") -> Callable[[str], Any]:
+    """A converter (for field, JsonTree.value) from a key of `table`, after `fold` (str.lower: any
+    case), to its value; any other value is Invalid: `message`, else "expected one of KEYS"."""
+    def convert(value: str) -> Any:
+        if fold(value) not in table:
+            raise Invalid(message or f"expected one of {', '.join(table)}")
+        return table[fold(value)]
+    return convert
+
+
 def is_number(value: Any) -> bool:
     """A JSON number (int or float, not bool), not NaN."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
@@ -441,6 +451,7 @@ class MediaFolder:
 
 
 Event = tuple[float, float, int]          # (start, end) in seconds, class index
+Videos = dict[str, tuple[str, float, list[Event]]]   # a dense dataset: id -> (split, duration or NaN, events)
 
 
 def segment(value: list) -> tuple[float, float]:
@@ -485,3 +496,11 @@ def dense_targets(events: list[Event], E: int, duration: float) -> dict[str, np.
         segments[k] = start, end
         labels[k] = label
     return {"segments": segments, "segment_labels": labels, "duration": np.float32(duration)}
+
+
+def dense_clip_targets(videos: Videos, quirks: Counter, noun: str = "events") -> dict[str, dict[str, np.ndarray]]:
+    """id -> its targets (dense_targets) for every video of a dense dataset: its events cleaned
+    (clean_events, the quirks counted), padded to E = the most events in one video (at least 1)."""
+    events = {vid: clean_events(ev, duration, quirks, noun) for vid, (_, duration, ev) in videos.items()}
+    E = max(1, max(map(len, events.values())))
+    return {vid: dense_targets(events[vid], E, duration) for vid, (_, duration, _) in videos.items()}

@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from ..config import DatasetsConfig
-from .common import (VIDEO_EXTENSIONS, Adapter, Clip, Dataset, DatasetError, Event, MediaFolder, clean_events,
-                     dense_targets, field, read_csv)
+from .common import (VIDEO_EXTENSIONS, Adapter, Clip, Dataset, DatasetError, Event, MediaFolder,
+                     dense_clip_targets, field, read_csv)
 
 CLASSES = ["Alarm_bell_ringing", "Blender", "Cat", "Dishes", "Dog", "Electric_shaver_toothbrush", "Frying",
            "Running_water", "Speech", "Vacuum_cleaner"]
@@ -114,23 +114,24 @@ def load(root: Path, cfg: DatasetsConfig) -> Dataset:
                 raise DatasetError(f"{path}: {name} is also in the {split_of[name]} list")
             parsed[name], split_of[name] = events, SPLITS[stem]
     quirks["durations_of_unknown_clips"] = len(set(durations) - set(parsed))
-    clips, events = [], {}
+    videos = {}
     for name, raw in parsed.items():
         duration = durations.get(name, math.nan)
         if math.isnan(duration):
             duration = filename_duration(name)
             quirks["durations_from_filenames"] += not math.isnan(duration)
         quirks["clips_shorter_than_10_s"] += duration < 10
-        events[name] = (clean_events(raw, duration, quirks), duration)
-    quirks["clips_without_events"] = sum(not ev for ev, _ in events.values())
-    E = max(1, max(len(ev) for ev, _ in events.values()))
+        videos[name] = (split_of[name], duration, raw)
+    targets = dense_clip_targets(videos, quirks)
+    quirks["clips_without_events"] = sum(not ev for _, _, ev in videos.values())
     media = {s: MediaFolder(root / cfg.desed_audio / AUDIO[s], VIDEO_EXTENSIONS) for s in SPLITS}
-    for name, (ev, duration) in events.items():
+    clips = []
+    for name, split in split_of.items():
         stem = name[:-4] if name.endswith(".wav") else name
-        folder = media["validation" if split_of[name] == "train" else "public"]
+        folder = media["validation" if split == "train" else "public"]
         video = folder.find(stem)
         quirks["clips_with_video"] += video is not None
-        clips.append(Clip(stem, video or str(folder.folder / name), (split_of[name],), dense_targets(ev, E, duration)))
+        clips.append(Clip(stem, video or str(folder.folder / name), (split,), targets[name]))
     return Dataset(ADAPTER.name, 0, clips, CLASSES, quirks)
 
 

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from ..config import DatasetsConfig
-from .common import (Adapter, Clip, Dataset, DatasetError, Invalid, JsonTree, MediaFolder, clean_events,
-                     dense_targets, positive, segment)
+from .common import (Adapter, Clip, Dataset, DatasetError, Invalid, JsonTree, MediaFolder, Videos,
+                     dense_clip_targets, one_of, positive, segment)
 
 FILE = "unav100_annotations.json"
 SUBSETS = {"train": "train", "validation": "val", "test": "test"}
@@ -56,10 +56,7 @@ SYNTH_CLASSES = ["playing violin", "dog barking", "helicopter", "cat meowing", "
                  "playing acoustic guitar", "playing cello", "church bell ringing"]
 
 
-def subset(value: str) -> str:
-    if value.lower() not in SUBSETS:
-        raise Invalid(f"expected one of {', '.join(SUBSETS)}")
-    return SUBSETS[value.lower()]
+subset = one_of(SUBSETS, str.lower)      # compared in lower case, as UnAV's code does
 
 
 def class_id(value: int) -> int:
@@ -68,7 +65,7 @@ def class_id(value: int) -> int:
     return value
 
 
-def read_database(path: Path) -> dict[str, tuple[str, float, list]]:
+def read_database(path: Path) -> Videos:
     """id -> (split, duration, [(start, end, label_id)]) in file order."""
     tree = JsonTree(path, "UnAV-100 annotation file")
     database = tree.value((), "database", (dict,))
@@ -97,13 +94,11 @@ def load(root: Path, cfg: DatasetsConfig) -> Dataset:
     database = read_database(root / cfg.unav100_annotations / FILE)
     quirks = Counter(dict.fromkeys(["duplicate_events", "zero_length_events", "events_past_duration",
                                     "events_before_zero", "events_starting_past_duration"], 0))
-    events = {vid: clean_events(ev, duration, quirks) for vid, (_, duration, ev) in database.items()}
-    quirks["videos_without_events"] = sum(not ev for ev in events.values())
+    targets = dense_clip_targets(database, quirks)
+    quirks["videos_without_events"] = sum(not ev for _, _, ev in database.values())
     quirks["ids_starting_with_dash"] = sum(vid.startswith("-") for vid in database)
-    E = max(1, max(map(len, events.values())))
     videos = MediaFolder(root / cfg.unav100_videos)
-    clips = [Clip(vid, videos.path(vid), (split,), dense_targets(events[vid], E, duration))
-             for vid, (split, duration, _) in database.items()]
+    clips = [Clip(vid, videos.path(vid), (split,), targets[vid]) for vid, (split, _, _) in database.items()]
     return Dataset(ADAPTER.name, 0, clips, CLASSES, quirks)
 
 

@@ -94,6 +94,12 @@ class Benchmark:
     def supervisions(self) -> tuple[str, ...]:
         return tuple(self.losses)
 
+    def supervision_of(self, setting: str) -> str | None:
+        """The supervision a run whose `ave_supervision` is `setting` trains this benchmark with,
+        where it can be trained in several ways (AVE: full or weak); None where it has one way
+        only (FULL). Training (trainer/train.py) and `avu report` both ask here."""
+        return setting if len(self.losses) > 1 else None
+
 
 def best(*candidates: dict[str, float]) -> dict[str, float]:
     """Per metric, the best of several trivial predictors' scores (chance)."""
