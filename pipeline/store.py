@@ -22,7 +22,8 @@ read() returns zeros for their visual and patch rows (trainer/data.py marks them
 
 Clips of any length (`avu extract T=0`, attrs T = 0): the feature arrays are (N, max_seconds /
 hop, ...) chunked (1, C, ...) along time, C = time_chunk_steps(hop) steps (TIME_CHUNK seconds;
-time_chunk attribute). A clip writes the ceil(length / C) chunks its steps reach, the last
+time_chunk attribute, 0 in fixed-T stores: what says an array is chunked along time, even where
+the axis is exactly one chunk long). A clip writes the ceil(length / C) chunks its steps reach, the last
 one's tail left NaN; chunks past them are never written, so a clip costs its own steps (rounded
 up to C), not max_seconds, and no two clips share a chunk. Their records are checks/<a> (N, K,
 2): bytes and CRC-32 of each of the clip's K = ceil(max steps / C) time chunks (0: not
@@ -38,7 +39,8 @@ killed run leaves every chunk whole. Arrays the driver alone writes, one chunk f
 are listed in SMALL.
 Attributes: clip_ids, sources, splits, failures ({clip_id: reason}), cut ({clip_id: steps of
 its picture}: clips longer than T or max_seconds, cut there; absent in older stores), feature_arrays
-(those the workers write), hop (seconds per step), audio_only (how many sources have no picture)
+(those the workers write), time_chunk (steps a chunk of them holds along time; 0: one chunk a
+clip; absent in fixed-T stores made before it), hop (seconds per step), audio_only (how many sources have no picture)
 and provenance (avu version, encoders with weight hashes or "random", fps = steps per second,
 sample rate, T, patch grid, config).
 
@@ -175,8 +177,9 @@ def create(
 ) -> "FeatureStore":
     """A new store with per-clip arrays `{name: (shape after the clip axis, dtype)}` (the ones the
     workers write); with `time_chunk` > 0 they are chunked along their first axis (time) in
-    chunks of that many seconds (clips of any length). Built in building_path(path) and renamed
-    into place whole; a leftover of a killed creation there is removed first."""
+    chunks of that many steps (clips of any length), recorded as attribute time_chunk (0: not
+    chunked along time), which FeatureStore.time_chunk reads. Built in building_path(path) and
+    renamed into place whole; a leftover of a killed creation there is removed first."""
     path = Path(path)
     n = len(clip_ids)
     if n == 0:
@@ -199,7 +202,7 @@ def create(
     for name in SMALL:
         _create_small(group, name, n)
     group.attrs.update({"clip_ids": list(clip_ids), "failures": {}, "cut": {}, "feature_arrays": list(arrays),
-                        **attrs})
+                        **attrs, "time_chunk": int(time_chunk)})
     if path.is_dir():
         path.rmdir()                 # an empty folder (checked above)
     os.rename(tmp, path)             # atomic: the store appears whole or not at all
@@ -285,11 +288,20 @@ class FeatureStore:
                 if name not in SMALL and arr.ndim and arr.shape[0] == n and arr.chunks[0] == 1]
 
     def time_chunk(self, name: str) -> int:
-        """Seconds a chunk of `name` holds where it is chunked along time (an any-length store's
-        features); 0 for every other array."""
+        """Steps a chunk of `name` holds where it is chunked along time (an any-length store's
+        features); 0 for every other array. Decided by what create() recorded (attribute
+        time_chunk, the feature_arrays), not by the chunk's size: an axis of exactly one chunk
+        (max_seconds = TIME_CHUNK) is chunked along time too, and holds clips shorter than it.
+        Stores without the attribute (fixed-T ones made before it was recorded) keep the old
+        rule, a chunk shorter than the axis."""
         if name not in self._time_chunks:
             arr = self.group[name]
-            chunked = arr.ndim >= 2 and arr.chunks[0] == 1 and arr.chunks[1] < arr.shape[1] and name not in SMALL
+            shaped = arr.ndim >= 2 and arr.chunks[0] == 1 and name not in SMALL
+            recorded = self.group.attrs.get("time_chunk")
+            if recorded is not None:      # create() records it (extract did already, for T = 0 stores)
+                chunked = shaped and int(recorded) > 0 and name in self.feature_arrays
+            else:                         # a store made before create() recorded it: as then
+                chunked = shaped and arr.chunks[1] < arr.shape[1]
             self._time_chunks[name] = int(arr.chunks[1]) if chunked else 0
         return self._time_chunks[name]
 

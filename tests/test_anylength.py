@@ -169,8 +169,10 @@ def test_a_fixed_T_store_is_as_before(timecode_dir, tmp_path):
     short = fs.index("fps12_short")
     x = fs.read("visual", [short])
     assert x.shape[1] == 10 and np.array_equal(x[0, 7], x[0, 6])      # padded to T as stored
-    del fs.group.attrs["cut"]
+    assert fs.attrs["time_chunk"] == 0
+    del fs.group.attrs["cut"], fs.group.attrs["time_chunk"]      # as a store made before they were recorded
     old = FeatureStore(tmp_path / "t.zarr")
+    assert old.time_chunk("visual") == 0 and np.array_equal(old.read("visual", [short]), x)
     assert old.cut is None and old.check() == [] and old.verify() == []
     info = runner.invoke(app, ["info", str(tmp_path / "t.zarr")])
     assert info.exit_code == 0 and "cut at T 10: not recorded" in info.output
@@ -189,3 +191,35 @@ def test_dask_workers_give_the_in_process_store(videos, store, tmp_path):
     for name in FEATURES + ("length",):
         assert np.allclose(a.read(name, slice(None)).astype(np.float32),
                            b.read(name, slice(None)).astype(np.float32), atol=2e-3), name
+
+
+def test_a_time_axis_of_exactly_one_chunk_holds_shorter_clips(timecode_dir, tmp_path):
+    """max_seconds 10 at hop 1: the time axis is one chunk of 10 steps (chunk == axis). The 7 s
+    clip goes into the first 7 steps of its one chunk and reads back as itself, equal to the
+    same clip in a store of many chunks (max_seconds 600), alone and in a batch."""
+    paths = [timecode_dir / "fps25.mp4", timecode_dir / "fps12_short.mp4"]
+    ids = clip_ids_for(paths, timecode_dir)
+    one = run_extract(paths, ids, tmp_path / "one.zarr", tiny_config(T=0, max_seconds=10))
+    assert one.done == 2 and not one.failed, one.failed
+    run_extract(paths, ids, tmp_path / "many.zarr", tiny_config(T=0))
+    fs, ref = FeatureStore(tmp_path / "one.zarr"), FeatureStore(tmp_path / "many.zarr")
+    assert fs.group["visual"].shape[1] == fs.group["visual"].chunks[1] == TIME_CHUNK
+    assert ref.group["visual"].chunks[1] == TIME_CHUNK < ref.group["visual"].shape[1]
+    assert fs.time_chunk("visual") == TIME_CHUNK and fs.records("visual").shape == (2, 2)
+    short, ten = fs.index("fps12_short"), fs.index("fps25")
+    assert fs.read("length", [short, ten]).tolist() == [7, 10]
+    for name in FEATURES:
+        alone = fs.read(name, short)
+        assert alone.shape[0] == 7 and np.isfinite(alone.astype(np.float32)).all(), name
+        assert np.array_equal(alone, ref.read(name, ref.index("fps12_short"))), name
+        both = fs.read(name, [short, ten])
+        assert np.array_equal(both, ref.read(name, [ref.index("fps12_short"), ref.index("fps25")])), name
+        assert both.shape[1] == 10 and not both[0, 7:].any()
+    assert fs.check() == [] and fs.verify() == []
+    # a store without the attribute (made before create() recorded it) keeps the old rule: a
+    # chunk shorter than the axis is chunked along time, and reads as before
+    before = {name: ref.read(name, slice(None)) for name in FEATURES}
+    del FeatureStore(tmp_path / "many.zarr", mode="r+").group.attrs["time_chunk"]
+    old = FeatureStore(tmp_path / "many.zarr")
+    assert old.time_chunk("visual") == TIME_CHUNK and old.check() == []
+    assert all(np.array_equal(old.read(name, slice(None)), before[name]) for name in FEATURES)

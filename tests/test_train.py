@@ -152,6 +152,24 @@ def test_features_and_question_prompts_are_standardised_with_training_statistics
     assert torch.equal(out["prompt"], raw["prompt"].float())
 
 
+def test_statistics_of_audio_only_tasks_leave_the_missing_picture_alone(tmp_path):
+    """Every training clip audio-only (a DESED-only run on its .wav files): audio is
+    standardised with its training statistics, visual and patches are left as they are
+    (mean 0, std 1; the model masks them), instead of "no training clips"."""
+    from .fake_stores import make_dense_store
+
+    path = make_dense_store(tmp_path, "desed", n=8, audio_only=1.0)
+    ts = open_tasks(["desed"], str(tmp_path / "{task}.zarr"))
+    norm = feature_stats(ts)
+    fs = FeatureStore(path)
+    train = np.unique(ts["desed"].clip_index(ts["desed"].samples["train"]))
+    audio = np.concatenate([fs.read("audio", int(i)) for i in train]).astype(np.float64)
+    assert np.allclose(norm["audio"]["mean"].numpy(), audio.mean(0), atol=1e-4)
+    for name in ("visual", "patches"):
+        width = fs.group[name].shape[-1]
+        assert torch.equal(norm[name]["mean"], torch.zeros(width)) and torch.equal(norm[name]["std"], torch.ones(width))
+
+
 def test_checkpoint_is_atomic_and_weights_only(tmp_path):
     path = tmp_path / "c.pt"
     ckpt.save({"w": torch.ones(2), "rng": ckpt.rng_state(), "step": 3}, path)

@@ -375,8 +375,12 @@ FEATURES = ("audio", "visual", "patches")
 def feature_stats(stores: dict[str, TaskStore], clips: int = 64, patch_clips: int = 16) -> dict[str, dict]:
     """Per-channel mean and std of audio, visual and patches over training clips of every task
     (pooled: one input space for the shared model): up to `clips` clips a task, evenly spaced,
-    `patch_clips` for the patches. Read clip by clip, summed in float64."""
+    `patch_clips` for the patches. Read clip by clip, summed in float64. Where no training clip
+    has a picture (every task audio-only: a DESED-only run on its .wav files), visual and
+    patches are left as they are (mean 0, std 1): the model masks them, there is nothing to
+    standardise."""
     sums = {n: [0.0, 0.0, 0] for n in FEATURES}
+    width: dict[str, int] = {}
     for s in stores.values():
         train = np.unique(s.clip_index(s.samples.get("train", np.zeros(0, np.int64))))
         if not len(train):
@@ -384,6 +388,7 @@ def feature_stats(stores: dict[str, TaskStore], clips: int = 64, patch_clips: in
         fs = FeatureStore(s.path)
         pictured = np.setdiff1d(train, fs.audio_only())     # audio-only clips' zero rows are no frames
         for name in FEATURES:
+            width.setdefault(name, fs.group[name].shape[-1])
             n = clips if name != "patches" else patch_clips
             pool = train if name == "audio" else pictured
             for i in pool[np.linspace(0, len(pool) - 1, min(n, len(pool))).round().astype(int)] if len(pool) else ():
@@ -396,9 +401,12 @@ def feature_stats(stores: dict[str, TaskStore], clips: int = 64, patch_clips: in
             x = FeatureStore(s.path).shared("question_emb")[np.sort(train)].astype(np.float64)
             sums["question"] = [x.sum(0), (x * x).sum(0), len(x)]
     out = {}
+    if not sums["audio"][2]:
+        raise StoreError("no training clips to compute feature statistics from")
     for name, (total, squares, count) in sums.items():
-        if not count:
-            raise StoreError("no training clips to compute feature statistics from")
+        if not count:                   # no picture in any training clip (audio-only tasks)
+            out[name] = {"mean": torch.zeros(width[name]), "std": torch.ones(width[name])}
+            continue
         mean = total / count
         std = np.sqrt(np.maximum(squares / count - mean ** 2, 0))
         std = np.maximum(std, 1e-2 * np.median(std) + 1e-12)   # dead channels: no division by ~0
