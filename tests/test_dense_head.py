@@ -298,6 +298,8 @@ def test_ground_truth_as_predictions_scores_full_marks_and_chance_less(store):
     for kind, rule in (("unav", "unav"), ("anet", "anet")):
         r = DB.score(preds, fs, True, kind, rule)
         assert set(r["metrics"].values()) == {1.0}, (rule, r["metrics"])
+    with pytest.raises(ValueError, match=r"unav100.zarr: `unseen` has shape \(3,\); the benchmark has 4 classes"):
+        DB.score(preds | {"unseen": np.zeros(3, bool)}, fs, True, "unav", "unav")   # a mask of another store
         assert set(r["per_class"].values()) == {1.0} and set(r["per_class"]) <= set(fs.attrs["classes"])
         assert r["chance"]["avg"] < 0.9 and r["chance"].keys() == r["metrics"].keys()
     moved = dict(preds, det_segment=preds["det_segment"] + 100.0)            # far outside every event

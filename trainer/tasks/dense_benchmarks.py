@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer.tasks import dense
+from trainer.tasks.holdout import class_groups
 from trainer.tasks.spec import FULL, Benchmark, PaperTable, Row, best
 
 CHANCE_SEED = 0
@@ -151,10 +152,7 @@ def score(preds: dict, fs, chance: bool, kind: str, rule: str) -> dict:
     pred = detections(preds, fs)
     if len(pred.label) and pred.label.max() >= K:
         raise ValueError(f"{fs.path}: a prediction has class {pred.label.max()}; the store has {K} classes")
-    groups = {"": None}
-    if "unseen" in preds:
-        unseen = np.asarray(preds["unseen"], bool)
-        groups |= {"_seen": ~unseen, "_unseen": unseen}
+    groups = {"": None} | class_groups(preds, K, str(fs.path))
     metrics, per_class = {}, {}
     for suffix, group in groups.items():
         if group is not None and not group[gt.label].any():
