@@ -240,3 +240,22 @@ def test_cli_synth_and_extract_dataset(stores, tmp_path):
     assert both.exit_code == 2 and "either" in both.output
     bad = runner.invoke(app, args[:7] + ["avs_mask_sise=3"])
     assert bad.exit_code == 2 and "avs_mask_sise" in bad.output
+
+
+def test_cli_synth_one_dataset_with_short_dense_clips(tmp_path):
+    import json
+
+    from pipeline.datasets import unav100
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["synth", "--out", str(tmp_path), "--clips", "2", "--dataset", "unav100",
+                                 "--dense-longest", "12"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["unav100"] and "--dataset unav100" in result.output
+    videos = json.loads((tmp_path / "unav100" / unav100.FILE).read_text())["database"].values()
+    assert videos and all(10 <= v["duration"] <= 12 for v in videos)
+    for args, words in ((["--dataset", "unav"], ["unknown dataset unav", "unav100"]),
+                        (["--dense-longest", "5"], ["outside 10-60 s"])):
+        bad = runner.invoke(app, ["synth", "--out", str(tmp_path / "x"), *args])
+        assert bad.exit_code == 2 and all(w in bad.output for w in words), bad.output
+        assert not (tmp_path / "x").exists()
