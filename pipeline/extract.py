@@ -420,8 +420,10 @@ def open_or_create(out: Path, clip_ids: list[str], sources: list[str], cfg: Extr
         old = {**FEATURE_DEFAULTS, **old} if old else old
         if old != features:
             diff = sorted(k for k in set(old) | set(features) if old.get(k) != features.get(k))
+            hint = (f"; it holds {'' if old.get('patches') else 'no '}patch tokens (the setting `patches`, by "
+                    f"benchmark, chooses)" if "patches" in diff else "")
             raise StoreError(f"{out} was made with other settings ({', '.join(diff)} differ): "
-                             f"extract into a new --out, or delete it")
+                             f"extract into a new --out, or delete it{hint}")
         return store
     D, P = clip_dims(cfg.clip_model, cfg.patch_grid)
     T = steps_of(cfg.T, hop, "T")
