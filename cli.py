@@ -191,6 +191,8 @@ def _print_summary(summary, out: Path) -> None:
         table.add_row("audio only (no picture)", str(summary.audio_only))
     if summary.hop != 1:
         table.add_row("feature step", f"{summary.hop:g} s")
+    if not summary.patches:
+        table.add_row("patch tokens", "not stored (setting patches)")
     rate = summary.done / summary.seconds if summary.seconds else 0.0
     table.add_row("time", f"{summary.seconds:.1f} s ({rate:.2f} clips/s)")
     table.add_row("encoders", "[bold yellow]RANDOM WEIGHTS[/]" if summary.random_weights else "pretrained")
@@ -250,7 +252,8 @@ def info(
         f"T 0 (each clip its own length, up to max_seconds {attrs.get('max_seconds')})"
     console.print(f"clips {len(fs)}: done {(status == DONE).sum()}, failed {(status == FAILED).sum()}, "
                   f"pending {(status == 0).sum()}; {seconds}, fps {attrs.get('fps')} (step {fs.hop:g} s), "
-                  f"{attrs.get('sample_rate')} Hz, patch grid {attrs.get('patch_grid')}, "
+                  f"{attrs.get('sample_rate')} Hz, patch grid {attrs.get('patch_grid')}"
+                  f"{'' if fs.has_patches else ' (no patch tokens stored: extracted with patches false)'}, "
                   f"encoders in {attrs.get('features', {}).get('precision', 'fp32')}")
     console.print(f"encoders: {enc}; avu {attrs.get('avu_version')}")
     console.print(f"audio only (no picture; no visual chunks): {len(fs.audio_only())} done clips")

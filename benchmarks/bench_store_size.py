@@ -3,6 +3,7 @@ CLIP model's shapes (ViT-L-14, grid 8 by default), through the real extraction p
 
     python benchmarks/bench_store_size.py                         # ViT-L-14, 10 s clips, CPU
     python benchmarks/bench_store_size.py --seconds 60 --device cuda
+    python benchmarks/bench_store_size.py --without-patches      # stores as the dense benchmarks' (no patches)
 
 Each clip is extracted into an any-length store (T = 0, as the dense benchmarks' are; `avu
 extract --videos` in this process: run_extract, workers=0) once per hop with random-weight
@@ -78,7 +79,7 @@ def measure(video: Path, out: Path, base: ExtractConfig, hop: float) -> dict:
     fs = FeatureStore(out)
     steps = int(fs.group["length"][0])
     arrays = {}
-    for name in FEATURES:
+    for name in [n for n in FEATURES if n in fs.feature_arrays]:
         per_step = int(np.prod(fs.group[name].shape[2:]))        # (N, time, ...) -> elements a step
         arrays[name] = (folder_bytes(out / name / "c"), steps * per_step * 2, per_step)   # its chunks
     rest = folder_bytes(out) - sum(stored for stored, _, _ in arrays.values())
@@ -94,15 +95,18 @@ def main() -> None:
     ap.add_argument("--patch-grid", type=int, default=8)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--without-patches", action="store_true", help="stores without patch tokens (the setting "
+                    "patches; the dense benchmarks' default)")
     args = ap.parse_args()
     if args.seconds % TIME_CHUNK:
         print(f"warning: {args.seconds:g} s is no multiple of {TIME_CHUNK} s: the last chunk's NaN tail "
               f"makes per minute look cheaper")
 
     base = ExtractConfig(T=0, clip_model=args.clip_model, patch_grid=args.patch_grid, random_weights=True,
-                         workers=0, device=args.device, precision=args.precision)
+                         workers=0, device=args.device, precision=args.precision,
+                         patches={"videos": not args.without_patches})
     print(f"CLIP {args.clip_model} (random weights), patch grid {args.patch_grid}, {args.device}, "
-          f"{args.precision}, {os.cpu_count()} cores, torch {torch.__version__}; clips {args.seconds:g} s, "
+          f"{args.precision}, {'no patches, ' if args.without_patches else ''}{os.cpu_count()} cores, torch {torch.__version__}; clips {args.seconds:g} s, "
           f"{SIZE[0]}x{SIZE[1]}, 25 fps; zstd level {base.compression_level}")
     tmp = Path(tempfile.mkdtemp(prefix="avu-bench-store-size-"))
     try:

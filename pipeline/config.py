@@ -36,6 +36,10 @@ class ExtractConfig:
                                      # {unav100: 0.5, videos: 0.25}; a benchmark left out takes its own (1;
                                      # the dense ones 0.25), `videos` is --videos (1). T and max_seconds stay
                                      # seconds; the store counts steps and records the hop
+    patches: dict = dataclasses.field(default_factory=dict)   # whether a store holds CLIP patch tokens,
+                                     # by benchmark, e.g. {llp: false}; a benchmark left out takes its
+                                     # own (true; the dense ones false: their heads read none), `videos`
+                                     # is --videos (true). Without them a store is ~2 % of the bytes
     sample_rate: int = 16000         # audio rate fed to VGGish
     decoder: str = "auto"            # auto (decord, then ffmpeg where decord fails) | decord | ffmpeg
     clip_model: str = "ViT-L-14-quickgelu"   # any open_clip model name (OpenAI weights need -quickgelu)

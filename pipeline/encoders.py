@@ -137,12 +137,15 @@ class ClipEncoder:
         self.tokenizer = open_clip.get_tokenizer(model_name)
 
     @torch.inference_mode()
-    def encode_frames(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, 3, S, S) preprocessed -> cls (N, D), patches (N, gh * gw, D), both projected."""
+    def encode_frames(self, pixels: torch.Tensor, patches: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(N, 3, S, S) preprocessed -> cls (N, D), patches (N, gh * gw, D), both projected;
+        patches=False: (cls, None), the tokens neither projected nor pooled (cls is the same)."""
         visual = self.model.visual
         # bf16 / fp16: autocast (layer norms and softmax stay float32), as open_clip's amp modes
         with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
             cls, tokens = visual(pixels.to(self.device))      # tokens (N, L, width) after ln_post
+            if not patches:
+                return cls.float(), None
             tokens = tokens @ visual.proj                      # (N, L, D): into the joint space
         cls, tokens = cls.float(), tokens.float()
         if self.grid != self.native_grid:

@@ -22,6 +22,12 @@ Nothing is cut silently: a video whose picture is longer than T (or max_seconds)
 and named in the summary (`cut`) and in the store's `cut` attribute. A fixed T (every
 --dataset but the dense ones) makes the stores it always made.
 
+Patches: the setting `patches` maps a benchmark (or `videos`) to whether its store holds CLIP
+patch tokens, a benchmark left out taking its adapter's (feature_patches: the dense three
+none, their heads read none; patches are ~98 % of a store's bytes). A store without them has
+no `patches` array (nor its records), and its workers neither project, pool, copy nor write
+them; its audio and visual features are those of a store with them, bit for bit.
+
 Audio-only sources (a .wav path: DESED) have no frames: only their audio chunks are written,
 their visual and patch chunks are recorded as absent (store.py) and visual_length is 0.
 """
@@ -55,7 +61,7 @@ VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".mpg
 # settings that change the features: a store made with other values cannot be resumed
 FEATURE_KEYS = ("T", "sample_rate", "clip_model", "patch_grid", "random_weights", "precision")
 ANY_LENGTH_KEYS = ("max_seconds",)           # feature settings of T = 0 stores only
-FEATURE_DEFAULTS = {"precision": "fp32", "hop": 1.0}     # what stores made before a key existed used
+FEATURE_DEFAULTS = {"precision": "fp32", "hop": 1.0, "patches": True}   # what stores made before a key existed used
 VIDEOS = "videos"                            # the `hop` key of --videos
 
 
@@ -100,6 +106,7 @@ class Summary:
     cut: dict[str, str] = field(default_factory=dict)             # longer than T (or max_seconds): cut there
     audio_only: int = 0              # clips done now whose source has no picture (.wav)
     hop: float = 1.0                 # seconds per feature step
+    patches: bool = True             # the store holds patch tokens (feature_patches)
     seconds: float = 0.0
     startup_seconds: float = 0.0     # starting workers and building their encoders
     shutdown_seconds: float = 0.0    # closing the local Dask cluster
@@ -142,6 +149,26 @@ def feature_hop(cfg: ExtractConfig, task: str = VIDEOS) -> float:
     except ValueError as err:
         raise ConfigError(f"hop.{task}: {err}") from None
     return float(hop)
+
+
+def feature_patches(cfg: ExtractConfig, task: str = VIDEOS) -> bool:
+    """Whether the store of `task` (a benchmark, or "videos") holds patch tokens: the setting
+    `patches` where it names the task, else the benchmark's adapter's (Adapter.patches), else
+    True. Checked: known names, true or false."""
+    from .config import ConfigError
+    from .datasets import ADAPTERS
+
+    if not isinstance(cfg.patches, dict):
+        raise ConfigError(f"patches: expected a mapping of benchmark (or {VIDEOS!r}) to true/false, e.g. "
+                          f"{{llp: false}}; got {cfg.patches!r}")
+    unknown = sorted(set(map(str, cfg.patches)) - set(ADAPTERS) - {VIDEOS})
+    if unknown:
+        raise ConfigError(f"patches: unknown key(s) {', '.join(unknown)}; valid keys: "
+                          f"{', '.join([*ADAPTERS, VIDEOS])}")
+    value = cfg.patches.get(task, ADAPTERS[task].patches if task in ADAPTERS else True)
+    if not isinstance(value, bool):
+        raise ConfigError(f"patches.{task}: expected true or false, got {value!r}")
+    return value
 
 
 def steps_of(seconds: int, hop: float, what: str) -> int:
@@ -254,48 +281,54 @@ def load_encoders(spec: EncoderSpec) -> tuple[ClipEncoder, VGGishEncoder]:
 # ----------------------------------------------------------------------------- the task
 
 
-def _encode_frames(clip: ClipEncoder, frames: list[np.ndarray], batch: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _encode_frames(clip: ClipEncoder, frames: list[np.ndarray], batch: int = 0,
+                   patches: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """Frames of several clips -> (cls, patches) float16, rows in order; `batch` > 0: preprocessed
-    and encoded that many at a time, else all at once."""
+    and encoded that many at a time, else all at once. patches=False: (cls, None), the patch
+    tokens neither projected, pooled nor copied."""
     step = batch or max(len(f) for f in frames)
     pixels = torch.cat([
         clip_preprocess(torch.from_numpy(f[k:k + step]).to(clip.device), clip.image_size, clip.mean, clip.std)
         for f in frames for k in range(0, len(f), step)
     ])                                                                    # (frames, 3, S, S)
-    parts = [clip.encode_frames(pixels[k:k + step]) for k in range(0, len(pixels), step)] if batch else \
-        [clip.encode_frames(pixels)]
+    parts = [clip.encode_frames(pixels[k:k + step], patches) for k in range(0, len(pixels), step)] if batch else \
+        [clip.encode_frames(pixels, patches)]
     return (torch.cat([c for c, _ in parts]).half().cpu().numpy(),
-            torch.cat([p for _, p in parts]).half().cpu().numpy())
+            torch.cat([p for _, p in parts]).half().cpu().numpy() if patches else None)
 
 
 def _split(decoded: list, audio: list[np.ndarray], cls: np.ndarray | None, patches: np.ndarray | None) -> list[dict]:
-    """Per-clip feature dicts: the frames' rows in order of the clips that have a picture."""
+    """Per-clip feature dicts: the frames' rows in order of the clips that have a picture (no
+    `patches` where `patches` is None)."""
     out, start = [], 0
     for d, a in zip(decoded, audio):
         values = {"audio": a}
         if not d.audio_only:
-            values.update(visual=cls[start:start + d.steps], patches=patches[start:start + d.steps])
+            values["visual"] = cls[start:start + d.steps]
+            if patches is not None:
+                values["patches"] = patches[start:start + d.steps]
             start += d.steps
         out.append(values)
     return out
 
 
-def _encode(clip: ClipEncoder, vggish: VGGishEncoder, decoded: list, T: int, sr: int, hop: float = 1.0) -> list[dict]:
+def _encode(clip: ClipEncoder, vggish: VGGishEncoder, decoded: list, T: int, sr: int, hop: float = 1.0,
+            patches: bool = True) -> list[dict]:
     """Clips of T steps: the frames of all of them through CLIP together, their audio through
     VGGish together (every step of every clip in one call). Audio-only clips skip CLIP."""
     video = [d.frames for d in decoded if not d.audio_only]
-    cls, patches = _encode_frames(clip, video) if video else (None, None)
+    cls, patches = _encode_frames(clip, video, patches=patches) if video else (None, None)
     audio = vggish(torch.from_numpy(np.stack([d.audio for d in decoded])), T, sr, hop=hop)   # (n, T, 128)
     return _split(decoded, list(audio.half().cpu().numpy()), cls, patches)
 
 
 def _encode_seconds(clip: ClipEncoder, vggish: VGGishEncoder, decoded: list, sr: int, batch: int,
-                    hop: float = 1.0) -> list[dict]:
+                    hop: float = 1.0, patches: bool = True) -> list[dict]:
     """Clips of their own lengths (T = 0): frames preprocessed and encoded `batch` at a time (a
     600 s clip is 600 frames), each clip's audio through VGGish alone, all its steps in one call
     (no padding to the longest)."""
     video = [d.frames for d in decoded if not d.audio_only]
-    cls, patches = _encode_frames(clip, video, batch) if video else (None, None)
+    cls, patches = _encode_frames(clip, video, batch, patches) if video else (None, None)
     audio = [vggish(torch.from_numpy(d.audio[None]), d.steps, sr, hop=hop)[0].half().cpu().numpy() for d in decoded]
     return _split(decoded, audio, cls, patches)
 
@@ -310,14 +343,15 @@ def process_clips(store_path: str, items: list[tuple[int, str]], cfg: ExtractCon
     clip, vggish = load_encoders(spec)
     store = FeatureStore(store_path, mode="r+")
     T = steps_of(cfg.T, hop, "T")
+    patches = "patches" in store.feature_arrays        # a store made without them: CLIP's [CLS] only
     steps_per_batch = max(cfg.clip_batch, T)
     results, ready = [], []
 
     def flush() -> None:
         try:
             decoded = [d for _, d in ready]
-            features = (_encode(clip, vggish, decoded, T, cfg.sample_rate, hop) if T else
-                        _encode_seconds(clip, vggish, decoded, cfg.sample_rate, cfg.clip_batch, hop))
+            features = (_encode(clip, vggish, decoded, T, cfg.sample_rate, hop, patches) if T else
+                        _encode_seconds(clip, vggish, decoded, cfg.sample_rate, cfg.clip_batch, hop, patches))
             for (i, d), values in zip(ready, features):
                 checks = {**store.absent(i, [n for n in store.feature_arrays if n not in values]),
                           **store.write_clip(i, values)}
@@ -369,10 +403,14 @@ def clip_dims(model_name: str, patch_grid: int) -> tuple[int, int]:
 
 
 def open_or_create(out: Path, clip_ids: list[str], sources: list[str], cfg: ExtractConfig,
-                   provenance: dict, extra_attrs: dict | None = None, hop: float = 1.0) -> FeatureStore:
-    """The store at `out`, created if absent; refuses to mix clip lists or feature settings."""
+                   provenance: dict, extra_attrs: dict | None = None, hop: float = 1.0,
+                   patches: bool = True) -> FeatureStore:
+    """The store at `out`, created if absent; refuses to mix clip lists or feature settings.
+    patches=False: no `patches` array (attrs features.patches false; patch_grid still records
+    the grid the CLIP model gives, which stage two's model is built with)."""
     features = {**{k: getattr(cfg, k) for k in FEATURE_KEYS + (ANY_LENGTH_KEYS if cfg.T == 0 else ())},
-                "encoders": provenance, "hop": hop}   # stores made before it: 1 (FEATURE_DEFAULTS)
+                "encoders": provenance, "hop": hop, "patches": patches}   # stores made before them: 1,
+                                                                        # true (FEATURE_DEFAULTS)
     if (out / "zarr.json").exists() and not half_made(out):     # create() restarts a half-made one
         store = FeatureStore(out, mode="r+")
         if store.clip_ids != clip_ids:      # a group without clip_ids: StoreError (never deleted)
@@ -382,14 +420,17 @@ def open_or_create(out: Path, clip_ids: list[str], sources: list[str], cfg: Extr
         old = {**FEATURE_DEFAULTS, **old} if old else old
         if old != features:
             diff = sorted(k for k in set(old) | set(features) if old.get(k) != features.get(k))
+            hint = (f"; it holds {'' if old.get('patches') else 'no '}patch tokens (the setting `patches`, by "
+                    f"benchmark, chooses)" if "patches" in diff else "")
             raise StoreError(f"{out} was made with other settings ({', '.join(diff)} differ): "
-                             f"extract into a new --out, or delete it")
+                             f"extract into a new --out, or delete it{hint}")
         return store
     D, P = clip_dims(cfg.clip_model, cfg.patch_grid)
     T = steps_of(cfg.T, hop, "T")
     steps = T or steps_of(cfg.max_seconds, hop, "max_seconds")
-    arrays = {"audio": ((steps, 128), "float16"), "visual": ((steps, D), "float16"),
-              "patches": ((steps, P, D), "float16")}
+    arrays = {"audio": ((steps, 128), "float16"), "visual": ((steps, D), "float16")}
+    if patches:
+        arrays["patches"] = ((steps, P, D), "float16")
     chunk = time_chunk_steps(hop)
     if cfg.T == 0:
         extra_attrs = {"max_seconds": cfg.max_seconds, "time_chunk": chunk, **(extra_attrs or {})}
@@ -462,10 +503,11 @@ def run_extract(
 ) -> Summary:
     """Extract `videos` (sources: video or audio paths, or image-sequence dicts) into the store
     `out`, skipping clips already done; resumable. `extra_attrs` go into a new store's
-    attributes; `task` (a benchmark, or "videos") chooses the step (feature_hop)."""
+    attributes; `task` (a benchmark, or "videos") chooses the step (feature_hop) and whether
+    the store holds patch tokens (feature_patches)."""
     start = time.perf_counter()
     out = Path(out)
-    hop = feature_hop(cfg, task)
+    hop, patches = feature_hop(cfg, task), feature_patches(cfg, task)
     if cfg.T < 0 or (cfg.T == 0 and steps_of(cfg.max_seconds, hop, "max_seconds") < 1):
         raise ValueError(f"T = {cfg.T}, max_seconds = {cfg.max_seconds}: T is the seconds a clip keeps (0: the "
                          f"whole video, up to max_seconds, which must then be at least one step, {hop:g} s)")
@@ -477,7 +519,7 @@ def run_extract(
     threads = cfg.threads_per_worker or (max(1, (os.cpu_count() or 1) // n_workers) if n_workers else 0)
     spec, provenance = resolve_weights(cfg, cfg.device, threads)
     sources = [v if isinstance(v, dict) else str(Path(v).resolve()) for v in videos]
-    store = open_or_create(out, clip_ids, sources, cfg, provenance, extra_attrs, hop)
+    store = open_or_create(out, clip_ids, sources, cfg, provenance, extra_attrs, hop, patches)
     repaired = prepare_repair(store) if cfg.repair else {}
     # targets half-written by a killed run (fingerprint None) are rewritten whole after the clips
     rewriting = "targets_fingerprint" in store.attrs and store.attrs["targets_fingerprint"] is None
@@ -485,7 +527,8 @@ def run_extract(
     status, old_failures = store.status(), store.failures
     todo = [i for i, s in enumerate(status) if s == PENDING or (s == FAILED and cfg.retry_failed)]
     summary = Summary(total=len(clip_ids), skipped=int((status == DONE).sum()),
-                      random_weights=cfg.random_weights, repaired=repaired, damaged=damaged, hop=hop)
+                      random_weights=cfg.random_weights, repaired=repaired, damaged=damaged, hop=hop,
+                      patches=store.has_patches)
     summary.failed_before = {store.clip_ids[i]: old_failures.get(store.clip_ids[i], "failed earlier")
                              for i, s in enumerate(status) if s == FAILED and not cfg.retry_failed}
 

@@ -3,7 +3,8 @@
 Layout (N clips, T steps, P patches, D CLIP width):
     audio       (N, T, 128)   float16   VGGish embedding of step t
     visual      (N, T, D)     float16   CLIP [CLS] of the frame of step t (projected)
-    patches     (N, T, P, D)  float16   CLIP patch tokens (projected, pooled to the grid)
+    patches     (N, T, P, D)  float16   CLIP patch tokens (projected, pooled to the grid); absent
+                                        where extracted with patches false (has_patches)
     length      (N,)          int16     steps of real content (the rest is padding)
     audio_length  (N,)        int16     steps of real audio from step 0 (-1: not recorded)
     visual_length (N,)        int16     steps of real picture from step 0 (decode.py); 0: audio only
@@ -280,6 +281,12 @@ class FeatureStore:
     def feature_arrays(self) -> list[str]:
         """The per-clip arrays the workers write (the others are the driver's)."""
         return list(self.group.attrs.get("feature_arrays", FEATURE_ARRAYS))
+
+    @property
+    def has_patches(self) -> bool:
+        """The store holds CLIP patch tokens (extracted with patches false: none, no array; the
+        grid the CLIP model gives is attrs["patch_grid"] all the same)."""
+        return "patches" in self.feature_arrays
 
     def per_clip_arrays(self) -> list[str]:
         """Arrays chunked one clip per chunk (features and targets; not SMALL, not shared/)."""

@@ -15,12 +15,13 @@ T_OF = {"avs-s4": 5, "avs-ms3": 5, "music-avqa": 12}   # shorter AVQA clips than
 
 
 def make_store(root: Path, task: str, n: int = 12, seed: int = 0, D: int = D, G: int = G, S: int = S,
-               T_of: dict | None = None) -> Path:
+               T_of: dict | None = None, patches: bool = True) -> Path:
     """n clips: half train, a quarter val and test (VGG-SS: train and test). D: CLIP width, G:
-    patch grid, S: mask size, T_of: clip length per task (default T_OF, else 10). The dense
-    benchmarks: make_dense_store."""
+    patch grid, S: mask size, T_of: clip length per task (default T_OF, else 10). patches=False:
+    no patches array, the grid recorded (attrs patch_grid), as stage one makes such a store. The
+    dense benchmarks: make_dense_store."""
     if task in DENSE:
-        return make_dense_store(root, task, max(n, 8), seed, D=D, G=G)
+        return make_dense_store(root, task, max(n, 8), seed, D=D, G=G, patches=patches)
     rng = np.random.default_rng([seed, TASKS.index(task)])
     T = (T_OF if T_of is None else T_of).get(task, 10)
     ids = [f"{task}-{i}" for i in range(n)]
@@ -30,11 +31,13 @@ def make_store(root: Path, task: str, n: int = 12, seed: int = 0, D: int = D, G:
         splits = {"train": splits["train"], "test": splits["val"] + splits["test"]}
     path = root / f"{task}.zarr"
     fs = create(path, ids, {"audio": ((T, 128), "float16"), "visual": ((T, D), "float16"),
-                            "patches": ((T, G * G, D), "float16")},
+                            **({"patches": ((T, G * G, D), "float16")} if patches else {})},
                 {"task": task, "dataset": task, "T": T, "splits": splits, "classes": CLASSES[task],
-                 "random_weights": True, "prompt_names": list(TASKS)})
+                 "random_weights": True, "prompt_names": list(TASKS), **({} if patches else {"patch_grid": G})})
     for name, shape in (("audio", (T, 128)), ("visual", (T, D)), ("patches", (T, G * G, D))):
-        fs.put(name, rng.standard_normal(size=(n, *shape), dtype=np.float32).astype(np.float16))
+        values = rng.standard_normal(size=(n, *shape), dtype=np.float32).astype(np.float16)
+        if name != "patches" or patches:   # drawn all the same: the other arrays as with patches
+            fs.put(name, values)
     for name, values in targets(task, n, T, S, rng).items():
         fs.put(name, values)
     fs.put("vocab_emb", rng.normal(size=(len(VOCAB), D)).astype(np.float32), per_clip=False)
@@ -80,14 +83,14 @@ def questions(fs, n: int, splits: dict, D: int, rng) -> None:
     fs.set_attrs(question_splits=["train", "val", "test"], question_types=AVQA_TYPES, answers=CLASSES["music-avqa"])
 
 
-def make_stores(root: Path, tasks=None, n: int = 12, **shapes) -> str:
-    """Stores for `tasks` (default: every benchmark) under root; returns the `stores` template
-    ("<root>/{task}.zarr")."""
+def make_stores(root: Path, tasks=None, n: int = 12, no_patches=(), **shapes) -> str:
+    """Stores for `tasks` (default: every benchmark) under root, those of `no_patches` without
+    patch tokens; returns the `stores` template ("<root>/{task}.zarr")."""
     from trainer.tasks import BENCHMARKS
 
     tasks = tuple(BENCHMARKS) if tasks is None else tasks
     for t in tasks:
-        make_store(root, t, n, **shapes)
+        make_store(root, t, n, patches=t not in no_patches, **shapes)
     return str(root / "{task}.zarr")
 
 
@@ -123,7 +126,7 @@ def dense_classes(task: str, k: int = 4) -> list[str]:
 def make_dense_store(root: Path, task: str, n: int = 16, seed: int = 0, steps: tuple[int, int] = (24, 64),
                      classes: list[str] | None = None, D: int = D, G: int = G, audio_only: float = 0.25,
                      signal: float = 2.0, hop: float = DENSE_HOP, time_chunk: int = 16,
-                     splits: dict | None = None) -> Path:
+                     splits: dict | None = None, patches: bool = True) -> Path:
     """An any-length dense store (interfaces points 2-5): clips of `steps` (min, max) steps of
     `hop` seconds, time-chunked; 1 to 3 planted events a clip (fractional seconds, classes may
     overlap), the features of an event's steps carrying its class's pattern (`signal` x a fixed
@@ -131,7 +134,9 @@ def make_dense_store(root: Path, task: str, n: int = 16, seed: int = 0, steps: t
     `audio_only` fraction of the clips has no picture (visual_length 0, no visual or patch
     chunks, as the store writes audio-only clips). Classes: the first 4 of the benchmark's.
     shared/class_emb: a random embedding per class. Splits: half train, a quarter val and test
-    (DESED, which has no val split: half train, half test), unless `splits` is given."""
+    (DESED, which has no val split: half train, half test), unless `splits` is given.
+    patches=False: no patches array (attrs patch_grid G), as stage one makes them by default;
+    every other array as with patches."""
     rng = np.random.default_rng([seed, sum(map(ord, task))])
     classes = classes or dense_classes(task)
     K = len(classes)
@@ -145,9 +150,10 @@ def make_dense_store(root: Path, task: str, n: int = 16, seed: int = 0, steps: t
     prompts = list(TASKS) + [t for t in DENSE if t not in TASKS]
     path = root / f"{task}.zarr"
     fs = create(path, ids, {"audio": ((T, 128), "float16"), "visual": ((T, D), "float16"),
-                            "patches": ((T, G * G, D), "float16")},
+                            **({"patches": ((T, G * G, D), "float16")} if patches else {})},
                 {"task": task, "dataset": task, "T": 0, "hop": hop, "splits": splits, "classes": classes,
-                 "random_weights": True, "prompt_names": prompts}, time_chunk=time_chunk)
+                 "random_weights": True, "prompt_names": prompts, **({} if patches else {"patch_grid": G})},
+                time_chunk=time_chunk)
     pattern_a, pattern_v = rng.standard_normal((K, 128)), rng.standard_normal((K, D))
     E = 3
     segments = np.full((n, E, 2), np.nan, np.float32)
@@ -171,7 +177,10 @@ def make_dense_store(root: Path, task: str, n: int = 16, seed: int = 0, steps: t
         values = {"audio": a.astype(np.float16)}
         if picture[i]:                 # an audio-only clip has no visual or patch chunks (the store reads zeros)
             values |= {"visual": v.astype(np.float16), "patches": p.astype(np.float16)}
-        checks.append(fs.write_clip(i, values) | ({} if picture[i] else fs.absent(i, ["visual", "patches"])))
+        if not patches:
+            values.pop("patches", None)
+        checks.append(fs.write_clip(i, values) | ({} if picture[i] else
+                                                  fs.absent(i, ["visual", "patches"][:1 + patches])))
     fs.put("segments", segments)
     fs.put("segment_labels", labels)
     fs.put("duration", (lengths * hop).astype(np.float32))

@@ -38,7 +38,11 @@ Decisions (the paper is silent):
   every chunk) with a StoreError naming the store, the array and the clip.
 - Batches are read whole: one orthogonal read per array of the sorted unique clips (a clip's
   arrays are one chunk each), so a loader process decodes each chunk once. Features stay
-  float16 until they reach the device; LLP (no SPM) never reads patches. Where clips repeat in
+  float16 until they reach the device; LLP and the dense heads (no SPM) never read patches.
+  A store may hold none (stage one's setting `patches`: the dense three by default): its
+  patch grid is then the one it records (attrs["patch_grid"]), checked against the other
+  stores' as ever; a head that reads patches on it is refused (open_task), and the patch
+  statistics come from the stores that hold them. Where clips repeat in
   a batch (questions of one video), the features stay one row per clip and `clip_rows` (B,)
   gives each sample's row: they are copied, moved and standardised once per video.
 - Time axes count the store's feature steps (`length`, T); TaskStore.hop is the seconds per
@@ -60,7 +64,7 @@ import numpy as np
 import torch
 
 from pipeline.store import FeatureStore, StoreError, damage_message
-from trainer.tasks import BENCHMARKS
+from trainer.tasks import BENCHMARKS, HEADS
 from trainer.tasks.spec import Benchmark
 
 LONG = ("labels", "answer")  # targets the losses index with
@@ -96,6 +100,8 @@ class TaskStore:
     samples: dict[str, np.ndarray] = field(default_factory=dict)   # split -> sample indices
     questions: dict[str, np.ndarray] = field(default_factory=dict)  # questions: clip, answer, emb
     hop: float = 1.0                      # seconds per step (attrs["hop"]; absent: 1)
+    has_patches: bool = True              # the store holds patch tokens (n_patches is then still the
+                                          # grid its CLIP model gives: attrs["patch_grid"] squared)
 
     @property
     def spec(self) -> Benchmark:
@@ -133,7 +139,18 @@ def open_task(task: str, path: Path | str) -> TaskStore:
     for name in ("vocab_emb", "task_emb"):
         if name not in shared:
             raise StoreError(f"{path}: no shared/{name}; extract it with `avu extract --dataset {task}`")
-    patches = fs.group["patches"].shape
+    visual = fs.group["visual"].shape                 # (N, T, D)
+    if fs.has_patches:
+        n_patches = int(fs.group["patches"].shape[2])
+    elif attrs.get("patch_grid"):
+        n_patches = int(attrs["patch_grid"]) ** 2
+    else:
+        raise StoreError(f"{path}: holds no patch tokens and records no patch_grid; extract it again with "
+                         f"`avu extract --dataset {task}`")
+    uses = HEADS[spec.head].Head.uses_patches
+    if uses and not fs.has_patches:
+        raise StoreError(f"{path}: holds no patch tokens (extracted with patches false), but the {task} head "
+                         f"({spec.head}) reads them; extract it again with patches.{task}=true")
     valid = fs.shared("valid_ids").astype(np.int64) if "valid_ids" in shared and spec.class_tokens else None
     vocab = fs.shared("vocab_emb")
     if spec.class_prompts:   # its head scores the class prompts: they take the vocabulary's place
@@ -143,9 +160,10 @@ def open_task(task: str, path: Path | str) -> TaskStore:
         vocab = fs.shared("class_emb")
     done = fs.done()
     # T: the clip length of a fixed-T store; of an any-length store (attrs T = 0), its longest done clip
-    T = int(attrs.get("T") if "T" in attrs else patches[1]) or int(max(fs.read("length", done).max(initial=1), 1))
-    ts = TaskStore(task, Path(path), T, int(patches[-1]), int(patches[2]), vocab.astype(np.float32),
-                   valid, list(attrs.get("classes", [])), fs.random_weights, hop=fs.hop)
+    T = int(attrs.get("T") if "T" in attrs else visual[1]) or int(max(fs.read("length", done).max(initial=1), 1))
+    ts = TaskStore(task, Path(path), T, int(visual[-1]), n_patches, vocab.astype(np.float32),
+                   valid, list(attrs.get("classes", [])), fs.random_weights, hop=fs.hop,
+                   has_patches=fs.has_patches)
     if spec.questions:
         clip = fs.shared("question_clip").astype(np.int64)
         split_names = list(attrs["question_splits"])
@@ -174,6 +192,9 @@ class TaskData:
     """Reads whole batches of one task; opens its store lazily, once per process."""
 
     def __init__(self, ts: TaskStore, with_patches: bool):
+        if with_patches and not ts.has_patches:
+            raise StoreError(f"{ts.path}: holds no patch tokens (extracted with patches false), but the "
+                             f"{ts.task} head ({ts.head}) reads them; extract it again with patches.{ts.task}=true")
         self.ts = ts
         self.arrays = ("audio", "visual") + (("patches",) if with_patches else ()) + ts.spec.targets
         self._fs: FeatureStore | None = None
@@ -375,10 +396,10 @@ FEATURES = ("audio", "visual", "patches")
 def feature_stats(stores: dict[str, TaskStore], clips: int = 64, patch_clips: int = 16) -> dict[str, dict]:
     """Per-channel mean and std of audio, visual and patches over training clips of every task
     (pooled: one input space for the shared model): up to `clips` clips a task, evenly spaced,
-    `patch_clips` for the patches. Read clip by clip, summed in float64. Where no training clip
-    has a picture (every task audio-only: a DESED-only run on its .wav files), visual and
-    patches are left as they are (mean 0, std 1): the model masks them, there is nothing to
-    standardise."""
+    `patch_clips` for the patches, of the stores that hold them. Read clip by clip, summed in
+    float64. Where no training clip has a picture (every task audio-only: a DESED-only run on its
+    .wav files), or no store holds patches, visual or patches are left as they are (mean 0, std
+    1): the model masks them or no head reads them, there is nothing to standardise."""
     sums = {n: [0.0, 0.0, 0] for n in FEATURES}
     width: dict[str, int] = {}
     for s in stores.values():
@@ -387,7 +408,8 @@ def feature_stats(stores: dict[str, TaskStore], clips: int = 64, patch_clips: in
             continue
         fs = FeatureStore(s.path)
         pictured = np.setdiff1d(train, fs.audio_only())     # audio-only clips' zero rows are no frames
-        for name in FEATURES:
+        width.setdefault("patches", fs.group["visual"].shape[-1])    # patches share the CLIP width
+        for name in FEATURES if s.has_patches else FEATURES[:2]:
             width.setdefault(name, fs.group[name].shape[-1])
             n = clips if name != "patches" else patch_clips
             pool = train if name == "audio" else pictured

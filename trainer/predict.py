@@ -4,7 +4,9 @@
 
 Each video is extracted exactly as the run's stores were made: the stores' extract settings
 (attrs["config"]) and feature provenance (attrs["features"]) give the CLIP and VGGish models,
-patch grid, precision, sample rate and step; weight files must have the SHA-256 the stores
+patch grid, precision, sample rate and step, once per step, with patch tokens where a store of
+that step holds them (a step whose stores hold none, the dense ones by default, is extracted
+without); weight files must have the SHA-256 the stores
 recorded (`encoder_config`); random-weight stores get the same seeded random encoders, and
 every output says so. Extraction is stage one's own (`run_extract` with T = 0, into
 DIR/<stem>/features.zarr, which a rerun reuses), so nothing here re-implements it.
@@ -96,6 +98,7 @@ def encoder_config(fs: FeatureStore, clip_weights: str | None = None, vggish_wei
     values.update(T=0, max_seconds=MAX_SECONDS, workers=0, scheduler=None, retry_failed=False, repair=False,
                   download=False, device=device)
     values["hop"] = {VIDEOS: float(fs.attrs.get("hop", 1.0))}   # the store's step, whatever made it
+    values["patches"] = {VIDEOS: fs.has_patches}                 # patch tokens where the store has them
     if values["random_weights"]:
         return ExtractConfig(**values)
     encoders = features["encoders"]
@@ -487,10 +490,10 @@ def prepare(run_dir: Path, tasks: list[str] | None = None, checkpoint: str = "be
         paths[t], stores[t] = p, FeatureStore(p)
     features = check_same_features(stores)
     first = next(iter(stores.values()))
-    cfgs = {}                                 # one extraction per step (dense stores: 0.25 s; others 1 s)
-    for fs in stores.values():
+    cfgs = {}                                 # one extraction per step (dense stores: 0.25 s; others 1 s),
+    for fs in stores.values():                # with patches where a store of that step has them
         hop = float(fs.attrs.get("hop", 1.0))
-        if hop not in cfgs:
+        if hop not in cfgs or (fs.has_patches and not cfgs[hop].patches[VIDEOS]):
             cfgs[hop] = encoder_config(fs, clip_weights, vggish_weights, device)
     cfg = cfgs[float(first.attrs.get("hop", 1.0))]
     dev = resolve_device(device)
@@ -516,7 +519,7 @@ def prepare(run_dir: Path, tasks: list[str] | None = None, checkpoint: str = "be
 
 def video_features(fs: FeatureStore) -> tuple[dict[str, np.ndarray], dict]:
     length = int(fs.read("length", 0))
-    feats = {n: np.asarray(fs.read(n, 0))[:length] for n in ("audio", "visual", "patches")}
+    feats = {n: np.asarray(fs.read(n, 0))[:length] for n in ("audio", "visual", "patches") if n in fs.feature_arrays}
     info = {"steps": length}
     for name in ("audio_length", "visual_length"):
         if name in fs.arrays:

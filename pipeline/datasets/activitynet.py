@@ -228,6 +228,6 @@ def synth(out: Path, rng: np.random.Generator, clips: int) -> None:
 ADAPTER = Adapter(
     name="activitynet", T=0, classes=CLASSES, load=load,
     prompt="Localise every action seen in the untrimmed video: when it starts, when it ends, and what it is.",
-    synth=synth, synth_classes=SYNTH_CLASSES, demo_clips=24, demo_hop=0.5, hop=0.25,
+    synth=synth, synth_classes=SYNTH_CLASSES, demo_clips=24, demo_hop=0.5, hop=0.25, patches=False,
     class_template="A visual event of {}.",
 )

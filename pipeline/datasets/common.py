@@ -103,6 +103,9 @@ class Adapter:
     hop: float = 1.0                   # seconds per feature step, the benchmark's default (the
                                        # extract setting `hop` overrides it; dense tasks: 0.25)
     demo_hop: float = 0.0              # `avu demo`'s step for it (0: its hop; trainer/demo.py says why)
+    patches: bool = True               # its store holds CLIP patch tokens (False: its stage-two head
+                                       # reads none, and they are ~98 % of a store's bytes; the
+                                       # extract setting `patches` overrides it)
     class_template: str = ""           # the class prompt, "{}" = the class name (dense tasks, UniAV's
                                        # templates): stage one stores shared/class_emb of every class
 

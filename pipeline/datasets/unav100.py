@@ -128,6 +128,6 @@ def synth(out: Path, rng: np.random.Generator, clips: int) -> None:
 ADAPTER = Adapter(
     name="unav100", T=0, classes=CLASSES, load=load,
     prompt="Localise every audio-visual event in the untrimmed video: when it starts, when it ends, and what it is.",
-    synth=synth, synth_classes=SYNTH_CLASSES, demo_clips=24, demo_hop=0.5, hop=0.25,
+    synth=synth, synth_classes=SYNTH_CLASSES, demo_clips=24, demo_hop=0.5, hop=0.25, patches=False,
     class_template="An audio visual event of {}.",
 )
