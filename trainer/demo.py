@@ -116,8 +116,9 @@ def extract(roots: dict[str, Path], out: Path, console: Console,
     return stores
 
 
-def fit(stores: Path, run: Path, steps: int, seed: int, quiet: bool) -> Path:
-    """Train all tasks jointly; resumes a killed demo run, skips a finished one."""
+def fit(stores: Path, run: Path, steps: int, seed: int, quiet: bool, **overrides) -> Path:
+    """Train all tasks jointly; resumes a killed demo run, skips a finished one. `overrides`:
+    TrainConfig fields that differ from DEMO_TRAIN (benchmarks/bench_demo_variants.py)."""
     import shutil
 
     from trainer.checkpoint import load
@@ -125,7 +126,7 @@ def fit(stores: Path, run: Path, steps: int, seed: int, quiet: bool) -> Path:
     from trainer.tasks import BENCHMARKS
     from trainer.train import train
 
-    cfg = TrainConfig(**DEMO_TRAIN, stores=str(stores / "{task}.zarr"), max_steps=steps, seed=seed,
+    cfg = TrainConfig(**(DEMO_TRAIN | overrides), stores=str(stores / "{task}.zarr"), max_steps=steps, seed=seed,
                       eval_every=max(1, steps // 4),
                       task_weights={t: b.demo_weight for t, b in BENCHMARKS.items() if b.demo_weight != 1})
     last = run / "checkpoints" / "last.pt"
