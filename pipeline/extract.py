@@ -28,6 +28,12 @@ none, their heads read none; patches are ~98 % of a store's bytes). A store with
 no `patches` array (nor its records), and its workers neither project, pool, copy nor write
 them; its audio and visual features are those of a store with them, bit for bit.
 
+Blocks (T = 0, decode_block > 0, the default): a video is decoded `decode_block` steps at a
+time (decode.decode_blocks) and its frames go through CLIP as they come (_process_blocks), in
+the very batches the whole-video path makes, so the store is the same bit for bit
+(tests/test_blocks.py) while a worker holds a few blocks of frames, not a 10-minute video's
+(benchmarks/bench_blocks.py). decode_block = 0 decodes each video whole first, as before.
+
 Audio-only sources (a .wav path: DESED) have no frames: only their audio chunks are written,
 their visual and patch chunks are recorded as absent (store.py) and visual_length is 0.
 """
@@ -571,7 +577,7 @@ def _process_blocks(store: FeatureStore, items: list[tuple[int, str]], cfg: Extr
                         batches.rollback(mark)
                     else:
                         batches.add(part)
-                d = feed.decoded
+                d, feed.decoded = feed.decoded, None
                 frames = 0 if d.audio_only else batches.end_clip()
                 if frames != (0 if d.audio_only else d.steps):
                     raise RuntimeError(f"decoded {frames} frames for {d.steps} steps")
