@@ -21,7 +21,6 @@ from .conftest import SAMPLES, need, tiny_config
 SR = 16000
 BLOCK = 7                    # steps at hop 0.25
 BLOCKS = {0.25: BLOCK, 1.0: 3}
-FEATURES = ("audio", "visual", "patches")
 
 
 def _ffmpeg(*args):
@@ -61,7 +60,8 @@ def _extract(clips, out, **kw):
 
 
 def _assert_same_store(a: FeatureStore, b: FeatureStore):
-    for name in FEATURES:                 # bit for bit: float16 compared as their bits (NaN too)
+    assert a.feature_arrays == b.feature_arrays
+    for name in a.feature_arrays:         # bit for bit: float16 compared as their bits (NaN too)
         x, y = a.read(name, slice(None)), b.read(name, slice(None))
         assert x.shape == y.shape and np.array_equal(x.view(np.uint16), y.view(np.uint16)), name
         assert np.array_equal(a.records(name), b.records(name)), name       # the same chunks, byte for byte
@@ -71,14 +71,15 @@ def _assert_same_store(a: FeatureStore, b: FeatureStore):
     assert untimed[0] == untimed[1] and a.cut == b.cut       # decord's messages carry the time
 
 
-@pytest.mark.parametrize("hop", [0.25, 1.0])
-@pytest.mark.parametrize("backend", ["decord", "ffmpeg"])
-def test_a_store_made_in_blocks_is_the_whole_video_store_bit_for_bit(clips, tmp_path, backend, hop):
-    kw = dict(decoder=backend, hop={"videos": hop})
+@pytest.mark.parametrize("backend,hop,patches", [("decord", 0.25, True), ("ffmpeg", 0.25, True), ("decord", 1.0, True),
+                                                ("ffmpeg", 1.0, True), ("ffmpeg", 0.25, False)])
+def test_a_store_made_in_blocks_is_the_whole_video_store_bit_for_bit(clips, tmp_path, backend, hop, patches):
+    kw = dict(decoder=backend, hop={"videos": hop}, patches={"videos": patches})
     whole, ref = _extract(clips, tmp_path / "whole.zarr", decode_block=0, **kw)
     blocked, got = _extract(clips, tmp_path / "blocks.zarr", decode_block=BLOCKS[hop], **kw)
     assert whole.done == blocked.done == 4 and list(whole.failed) == list(blocked.failed) == ["b_truncated"]
     _assert_same_store(ref, got)
+    assert ("patches" in got.feature_arrays) == patches
     lengths = dict(zip(got.clip_ids, got.read("length", slice(None)).tolist()))
     assert {k: lengths[k] for k in ("a_short", "b_truncated", "c_long", "d_fps2")} == \
            {"a_short": 1 / hop, "b_truncated": 0, "c_long": 6 / hop, "d_fps2": 4 / hop}   # c_long: 2 or 4 blocks
