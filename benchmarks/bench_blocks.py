@@ -103,7 +103,8 @@ def main() -> None:
     w, h = map(int, args.size.split("x"))
     steps = int(args.seconds / args.hop)
     print(f"{clip.name}: {steps} steps of {args.hop:g} s; its frames at {args.size}: "
-          f"{steps * w * h * 3 / 2**20:.0f} MB; decoder {args.decoder}, {args.clip_model}, clip_batch {args.clip_batch}")
+          f"{steps * w * h * 3 / 2**20:.0f} MB; decoder {args.decoder}, {args.clip_model}, "
+          f"clip_batch {args.clip_batch}")
     runs = {}
     for trace in (False, True):
         for name, block in (("whole", 0), ("blocks", args.block)):
