@@ -57,6 +57,9 @@ class ExtractConfig:
     clips_per_task: int = 8          # clips decoded and encoded together by one worker task
     decode_threads: int = 1          # decoder threads inside a worker; more oversubscribes the cores
                                      # (BENCHMARKS.md)
+    decode_block: int = 80           # T=0: a video's frames decoded and encoded this many steps at a time,
+                                     # so a long one never holds them all (the same features); 0 = each
+                                     # video whole
     workers: int = 2                 # local Dask workers; 0 = run in this process, no Dask
     scheduler: typing.Optional[str] = None   # e.g. tcp://host:8786: an existing Dask cluster
     threads_per_worker: int = 0      # torch threads per worker; 0 = cores / workers

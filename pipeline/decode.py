@@ -30,6 +30,12 @@ and audio missing from them is silence (3 s of audio in a 10 s video: length 10,
 `audio_length`, but it does not lengthen the clip: those steps have no frame of their own.
 Everything is padded to T steps: the last real frame repeated, silence appended.
 
+Blocks (decode_blocks): the frames come `block` steps at a time, so that a long video's
+frames never exist all at once (10 min of 1280 x 720 at 0.25 s steps: 2400 frames, 6.6 GB);
+decode() is its one block. decord's get_batch reads each block's frames forward from where the
+block before stopped; ffmpeg's one pass writes its frames to a pipe, read a block at a time.
+The audio is read whole (10 min: 38 MB).
+
 Audio-only sources (a `.wav` path, DESED): no picture. `length` = `audio_length` (the sound
 decides), `visual_length` = 0, `frames` is empty and `audio_only` is set.
 
@@ -43,6 +49,9 @@ source), uncapped, so a clip cut at T is known (the extract summary and the stor
 from __future__ import annotations
 
 import itertools
+import subprocess
+import tempfile
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +68,7 @@ except ImportError:  # pragma: no cover - depends on the install
     av = None
 
 
-LONG_SELECT = 100    # steps past which ffmpeg selects frames by a formula, not a list (frames_ffmpeg)
+LONG_SELECT = 100    # steps past which ffmpeg selects frames by a formula, not a list (_ffmpeg_select)
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus"}   # sources with sound only (DESED)
 
 
@@ -221,9 +230,11 @@ def _channel_mean(samples: np.ndarray, channels: int) -> np.ndarray:
     return samples[: samples.size // channels * channels].reshape(-1, channels).mean(axis=1)
 
 
-def frames_decord(path: Path, T: int, hop: float = 1.0) -> tuple[np.ndarray, int]:
-    """The frames of steps k < T, and the picture's steps in the whole file. get_batch reads
-    forward from one wanted frame to the next (seeking only across keyframes ahead): one pass."""
+def _decord_blocks(path: Path, T: int, hop: float = 1.0, block: int = 0) -> Iterator[np.ndarray]:
+    """The frames of steps k < T, `block` steps at a time (0: all at once); returns the picture's
+    steps in the whole file. get_batch reads forward from one wanted frame to the next (seeking
+    only across keyframes ahead), from call to call too: one pass. A frame that steps on both
+    sides of a block boundary share is decoded once."""
     if decord is None:
         raise DecodeError("decord is not installed")
     vr = decord.VideoReader(str(path), num_threads=1)
@@ -233,60 +244,147 @@ def frames_decord(path: Path, T: int, hop: float = 1.0) -> tuple[np.ndarray, int
     wanted = [i for i in frame_indices(T, fps, hop) if i < n_frames]
     if not wanted and n_frames > 0 and T > 0:
         wanted = [n_frames - 1]                  # shorter than one step: its last frame
-    unique, where = _unique_frames(wanted)
-    frames = vr.get_batch(unique).asnumpy() if unique else np.zeros((0, 1, 1, 3), np.uint8)
-    if len(frames) != len(unique):
-        raise DecodeError(f"{path}: asked decord for {len(unique)} frames, got {len(frames)}")
-    return _expand(frames, where), picture_seconds(n_frames, fps, hop)
+    step, last = block or len(wanted), None      # last: (index, frame) of the block before
+    for s in range(0, len(wanted), max(step, 1)):
+        unique, where = _unique_frames(wanted[s:s + step])
+        again = last is not None and unique[0] == last[0]
+        ask = unique[1:] if again else unique
+        frames = vr.get_batch(ask).asnumpy() if ask else np.zeros((0, *last[1].shape), np.uint8)
+        if len(frames) != len(ask):
+            raise DecodeError(f"{path}: asked decord for {len(ask)} frames, got {len(frames)}")
+        if again:
+            frames = np.concatenate([last[1][None], frames])
+        last = (unique[-1], frames[-1].copy())
+        yield _expand(frames, where)
+    return picture_seconds(n_frames, fps, hop)
 
 
-def frames_ffmpeg(path: Path, T: int, info: dict, hop: float = 1.0) -> tuple[np.ndarray, int]:
-    """The frames of steps k < T, and the picture's steps in the whole file (from the frame
-    count the container states, else its duration). One ffmpeg pass; a select filter keeps
-    each wanted frame once."""
+def _ffmpeg_select(indices: list[int], unique: list[int], hop: float, fps: float) -> str:
+    """The select filter's expression that keeps exactly decord's frames `unique` (fps=1 or -r 1
+    pick other frames); ffmpeg-python escapes ','."""
+    if len(indices) <= LONG_SELECT:
+        return "+".join(f"eq(n,{i})" for i in unique)
+    # ffmpeg cannot parse hundreds of terms. int((k + 0.5) * hop * fps) = n needs k >= n / (hop * fps)
+    # - 0.5: the first such k is ceil(n / (hop * fps) - 0.5), and n is picked iff it maps to n;
+    # its neighbours too, for rounding
+    # (where steps are shorter than frames two neighbours can pick one frame: gt(..., 0) keeps it once)
+    k = f"ceil(n/{hop * fps!r}-0.5)"
+    terms = "+".join(f"eq(n,trunc(({k}{d}+0.5)*{hop!r}*{fps!r}))" for d in ("-1", "", "+1"))
+    return f"gt({terms},0)*lte(n,{indices[-1]})"
+
+
+def _ffmpeg_blocks(path: Path, T: int, info: dict, hop: float = 1.0, block: int = 0) -> Iterator[np.ndarray]:
+    """The frames of steps k < T, `block` steps at a time (0: all at once), streamed from one
+    ffmpeg pass through a pipe (a select filter keeps each wanted frame once); returns the
+    picture's steps in the whole file (from the frame count the container states, else its
+    duration). A truncated file, or ffmpeg failing, raises after the frames it gave."""
     video = next(s for s in info["streams"] if s["codec_type"] == "video")
     fps, w, h = _rate(video), int(video["width"]), int(video["height"])
     if fps <= 0:
         raise DecodeError(f"{path}: container reports no frame rate")
     indices = frame_indices(T, fps, hop)
     unique, where = _unique_frames(indices)
-    # select exactly decord's indices (fps=1 or -r 1 pick other frames); ffmpeg-python escapes ','
-    pick = "+".join(f"eq(n,{i})" for i in unique)
-    if T > LONG_SELECT:
-        # ffmpeg cannot parse hundreds of terms. int((k + 0.5) * hop * fps) = n needs k >= n / (hop * fps)
-        # - 0.5: the first such k is ceil(n / (hop * fps) - 0.5), and n is picked iff it maps to n;
-        # its neighbours too, for rounding
-        # (where steps are shorter than frames two neighbours can pick one frame: gt(..., 0) keeps it once)
-        k = f"ceil(n/{hop * fps!r}-0.5)"
-        terms = "+".join(f"eq(n,trunc(({k}{d}+0.5)*{hop!r}*{fps!r}))" for d in ("-1", "", "+1"))
-        pick = f"gt({terms},0)*lte(n,{indices[-1]})"
-    frames = _ffmpeg_frames(path, w, h, select=pick)
-    if len(frames) == 0 and T > 0:
+    step, read, steps, last = block or T, 0, 0, None     # read: frames that came; last: the latest
+    with _FfmpegPipe(path, w, h, select=_ffmpeg_select(indices, unique, hop, fps)) as pipe:
+        for s in range(0, T, max(step, 1)):
+            need = where[s:s + step]                   # consecutive positions among `unique`
+            first = int(need[0])                       # read - 1 (a frame shared with the block before) or read
+            frames = pipe.read(int(need[-1]) + 1 - read)
+            read += len(frames)
+            if first < read - len(frames):
+                frames = np.concatenate([last[None], frames])
+            need = need[need < read]                   # the file ended before the other steps' frames
+            if len(need) == 0:
+                break
+            last = frames[-1].copy()
+            steps += len(need)
+            yield _expand(frames, need - first)
+            if len(need) < len(where[s:s + step]):
+                break
+        read += pipe.drain()                           # frames past the last wanted one, if any
+    if read == 0 and T > 0:
         # fewer frames than the first index: shorter than one step; its last frame, as decord
-        frames, where = _ffmpeg_frames(path, w, h, vframes=indices[0] + 1)[-1:], np.zeros(1, np.int64)
+        frames = _ffmpeg_frames(path, w, h, vframes=indices[0] + 1)[-1:]
+        read, steps = len(frames), len(frames)
+        if steps:
+            yield frames
     # a truncated file makes ffmpeg exit 0 with fewer frames: compare with what it claims
     duration = float(info.get("format", {}).get("duration") or 0.0)
     claimed = sum(1 for i in unique if i < duration * fps - 1)
-    if len(frames) < claimed - 1:
+    if read < claimed - 1:
         raise DecodeError(f"{path}: truncated or corrupt: container claims {duration:.2f} s, "
-                          f"decoded only {len(frames)} of {claimed} frames")
+                          f"decoded only {read} of {claimed} frames")
     stated = int(video.get("nb_frames") or 0) or int(round(duration * fps))
-    frames = _expand(frames, where)
-    return frames, max(picture_seconds(stated, fps, hop), len(frames))
+    return max(picture_seconds(stated, fps, hop), steps)
+
+
+class _FfmpegPipe:
+    """An ffmpeg command writing the RGB frames of the video stream (those `select` picks, in
+    decoding order) to a pipe read a few at a time; its stderr goes to a file (a pipe could
+    fill and stall it). Leaving the `with` normally raises DecodeError where ffmpeg failed;
+    leaving it early (an error, a consumer that stopped) ends ffmpeg."""
+
+    def __init__(self, path: Path, w: int, h: int, select: str | None = None, **output):
+        stream = ffmpeg.input(str(path), noautorotate=None).video      # decord does not rotate either
+        if select is not None:
+            stream = stream.filter("select", select)
+        self.args = (stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough", **output)
+                     .compile())
+        self.path, self.shape = path, (h, w, 3)
+
+    def __enter__(self) -> "_FfmpegPipe":
+        self.stderr = tempfile.TemporaryFile()
+        try:
+            self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=self.stderr)
+        except OSError as err:
+            self.stderr.close()
+            raise DecodeError(f"{self.path}: ffmpeg failed: {err}") from None
+        return self
+
+    def read(self, n: int) -> np.ndarray:
+        """The next n frames, fewer where the stream ends first."""
+        out = np.empty((max(n, 0), *self.shape), np.uint8)
+        if out.size == 0:
+            return out
+        view, got = memoryview(out).cast("B"), 0
+        while got < len(view):
+            k = self.proc.stdout.readinto(view[got:])
+            if not k:
+                break
+            got += k
+        return out[: got // (self.shape[0] * self.shape[1] * 3)]
+
+    def read_all(self) -> np.ndarray:
+        frames = np.frombuffer(self.proc.stdout.read(), np.uint8)
+        size = int(np.prod(self.shape))
+        return frames[: frames.size // size * size].reshape(-1, *self.shape)
+
+    def drain(self) -> int:
+        """Frames left in the stream, read and dropped."""
+        size = 0
+        while chunk := self.proc.stdout.read(1 << 20):
+            size += len(chunk)
+        return size // int(np.prod(self.shape))
+
+    def __exit__(self, kind, *_) -> None:
+        try:
+            if kind is not None:
+                self.proc.kill()
+            self.proc.stdout.close()
+            code = self.proc.wait()
+            self.stderr.seek(0)
+            stderr = self.stderr.read()
+        finally:
+            self.stderr.close()
+        if kind is None and code != 0:
+            raise _ffmpeg_error(self.path, ffmpeg.Error("ffmpeg", b"", stderr))
 
 
 def _ffmpeg_frames(path: Path, w: int, h: int, select: str | None = None, **output) -> np.ndarray:
-    """RGB frames of the video stream (those `select` picks), in decoding order."""
-    stream = ffmpeg.input(str(path), noautorotate=None).video      # decord does not rotate either
-    if select is not None:
-        stream = stream.filter("select", select)
-    try:
-        raw, _ = (stream.output("pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough", **output)
-                  .run(capture_stdout=True, capture_stderr=True))
-    except ffmpeg.Error as err:
-        raise _ffmpeg_error(path, err) from None
-    frames = np.frombuffer(raw, np.uint8)
-    return frames[: frames.size // (h * w * 3) * (h * w * 3)].reshape(-1, h, w, 3)
+    """RGB frames of the video stream (those `select` picks), in decoding order, all at once."""
+    with _FfmpegPipe(path, w, h, select, **output) as pipe:
+        return pipe.read_all()
 
 
 def decode_images(frames: list, audio: Path, T: int, sr: int = 16000, pad: bool = True,
@@ -328,25 +426,33 @@ def decode_audio(path: Path, T: int, sr: int = 16000, pad: bool = True, hop: flo
     return Decoded(np.zeros((0, 1, 1, 3), np.uint8), audio, n_audio, "audio", n_audio, 0, whole, T, True)
 
 
-def _pad(frames: np.ndarray, audio: np.ndarray, T: int, sr: int, path: Path, used: str,
-         source_seconds: int, pad: bool = True, hop: float = 1.0) -> Decoded:
-    if len(frames) == 0:
+def _finish(n_frames: int, audio: np.ndarray, T: int, sr: int, path: Path, used: str,
+            source_seconds: int, pad: bool = True, hop: float = 1.0, shape: tuple = (1, 1, 3)) -> Decoded:
+    """Everything but the frames, for a picture of `n_frames` steps (frames: (0, *shape))."""
+    if n_frames == 0:
         raise DecodeError(f"{path}: no video frames decoded ({used})")
     if audio.size == 0:
         raise DecodeError(f"{path}: no audio samples decoded")
     if not pad:                              # any length: the clip's own steps, T only a cap
-        T = min(T, len(frames))
+        T = min(T, n_frames)
     H = step_samples(hop, sr)
-    n_video, n_audio = min(T, len(frames)), audio_seconds(audio.size, sr, T, hop)
-    frames = frames[:T]
-    if n_video < T:
-        frames = np.concatenate([frames, np.repeat(frames[-1:], T - n_video, axis=0)])
+    n_video, n_audio = min(T, n_frames), audio_seconds(audio.size, sr, T, hop)
     audio = audio[: T * H].astype(np.float32, copy=False)
     if audio.size < T * H:
         audio = np.pad(audio, (0, T * H - audio.size))
     # the picture decides the clip's steps; audio missing from them is the silence just appended
-    return Decoded(np.ascontiguousarray(frames), audio, n_video, used, n_audio, n_video,
+    return Decoded(np.zeros((0, *shape), np.uint8), audio, n_video, used, n_audio, n_video,
                    max(source_seconds, n_video), T)
+
+
+def _pad(frames: np.ndarray, audio: np.ndarray, T: int, sr: int, path: Path, used: str,
+         source_seconds: int, pad: bool = True, hop: float = 1.0) -> Decoded:
+    d = _finish(len(frames), audio, T, sr, path, used, source_seconds, pad, hop, frames.shape[1:])
+    frames = frames[:d.steps]
+    if len(frames) < d.steps:
+        frames = np.concatenate([frames, np.repeat(frames[-1:], d.steps - len(frames), axis=0)])
+    d.frames = np.ascontiguousarray(frames)
+    return d
 
 
 def is_audio_only(source) -> bool:
@@ -377,20 +483,105 @@ def _existing(path: Path) -> Path:
 def decode(path: Path, T: int, sr: int = 16000, backend: str = "auto", pad: bool = True,
            hop: float = 1.0) -> Decoded:
     """Frames and audio of the first T steps of `path` (padded to T; pad=False: only the
-    steps there are, at most T); raises DecodeError naming the file."""
+    steps there are, at most T); raises DecodeError naming the file. All frames at once: the
+    frames of decode_blocks' one block (and the padding after it)."""
+    blocks = Blocks(decode_blocks(path, T, sr, backend, pad, hop))
+    parts: list[np.ndarray] = []
+    for part in blocks:
+        parts = [] if part is None else [*parts, part]
+    d = blocks.decoded
+    d.frames = np.ascontiguousarray(parts[0] if len(parts) == 1 else np.concatenate(parts))
+    return d
+
+
+class Blocks:
+    """Iterates a decode_blocks generator; `decoded` is what it returned, once it has ended."""
+
+    def __init__(self, blocks: Generator[np.ndarray | None, None, Decoded]):
+        self.blocks, self.decoded = blocks, None
+
+    def __iter__(self) -> Iterator[np.ndarray | None]:
+        self.decoded = yield from self.blocks
+
+
+def decode_blocks(path: Path, T: int, sr: int = 16000, backend: str = "auto", pad: bool = True,
+                  hop: float = 1.0, block: int = 0) -> Generator[np.ndarray | None, None, Decoded]:
+    """decode(), `block` steps of frames at a time (0: all in one): yields the frames of steps
+    0, 1, ... in order, at most `block` at a time (the padding after them too), and returns the
+    Decoded of everything else (its `frames` empty, (0, H, W, 3)). Only a few blocks' frames
+    exist at once, not the video's. None among the blocks: decord failed after some (backend
+    auto) and ffmpeg starts again from step 0; the blocks before it are void. Frames, audio and
+    every count are decode()'s, whatever the block (tests/test_blocks.py)."""
     if backend not in ("auto", "decord", "ffmpeg"):
         raise ValueError(f"unknown decoder {backend!r}: auto, decord or ffmpeg")
     path = _existing(path)
     audio = read_audio(path, sr)            # raises "no audio track" where there is none
     if backend != "ffmpeg":
+        got = _Got()
         try:
-            frames, seconds = frames_decord(path, T, hop)
-            return _pad(frames, audio, T, sr, path, "decord", seconds, pad, hop)
+            seconds = yield from _tally(_decord_blocks(path, T, hop, block), got)
+            d = _finish(got.steps, audio, T, sr, path, "decord", seconds, pad, hop, got.shape)
         except Exception as err:  # decord raises bare RuntimeErrors (DECORDError) of many kinds
             if backend == "decord":
                 raise DecodeError(f"{path}: decord failed: {str(err)[:300]}") from None
+            if got.steps:
+                yield None
+        else:
+            yield from _padding(got.last, d.steps - got.steps, block)
+            return d
     info = _probe(path)
     if not any(s["codec_type"] == "video" for s in info.get("streams", [])):
         raise DecodeError(f"{path}: no video stream")
-    frames, seconds = frames_ffmpeg(path, T, info, hop)
-    return _pad(frames, audio, T, sr, path, "ffmpeg", seconds, pad, hop)
+    got = _Got()
+    seconds = yield from _tally(_ffmpeg_blocks(path, T, info, hop, block), got)
+    d = _finish(got.steps, audio, T, sr, path, "ffmpeg", seconds, pad, hop, got.shape)
+    yield from _padding(got.last, d.steps - got.steps, block)
+    return d
+
+
+def decode_source_blocks(source, T: int, sr: int = 16000, backend: str = "auto", pad: bool = True,
+                         hop: float = 1.0, block: int = 0) -> Generator[np.ndarray | None, None, Decoded]:
+    """decode_source() as decode_blocks() gives it: a video block by block; image sequences
+    (a few seconds each) and audio-only sources (no frames) decoded whole."""
+    if isinstance(source, dict) or is_audio_only(source):
+        d = decode_source(source, T, sr, backend, pad, hop)
+        frames, d.frames = d.frames, d.frames[:0]
+        step = block or len(frames)
+        for s in range(0, 0 if d.audio_only else len(frames), max(step, 1)):
+            yield frames[s:s + step]
+        return d
+    return (yield from decode_blocks(source, T, sr, backend, pad, hop, block))
+
+
+@dataclass
+class _Got:
+    """What a decoder has yielded so far: steps, and the latest frame (for the padding)."""
+
+    steps: int = 0
+    last: np.ndarray | None = None
+
+    @property
+    def shape(self) -> tuple:
+        return (1, 1, 3) if self.last is None else self.last.shape
+
+
+def _tally(blocks: Generator, got: _Got) -> Generator:
+    """The non-empty blocks of `blocks`, counted in `got`; returns what `blocks` returns."""
+    try:
+        while True:
+            try:
+                part = next(blocks)
+            except StopIteration as stop:
+                return stop.value
+            if len(part):
+                got.steps, got.last = got.steps + len(part), part[-1].copy()   # not a view: the block can go
+                yield part
+    finally:
+        blocks.close()
+
+
+def _padding(last: np.ndarray | None, n: int, block: int) -> Iterator[np.ndarray]:
+    """n steps repeating the last real frame, `block` at a time (0: at once)."""
+    step = block or n
+    for s in range(0, n, max(step, 1)):
+        yield np.repeat(last[None], min(step, n - s), axis=0)

@@ -28,6 +28,12 @@ none, their heads read none; patches are ~98 % of a store's bytes). A store with
 no `patches` array (nor its records), and its workers neither project, pool, copy nor write
 them; its audio and visual features are those of a store with them, bit for bit.
 
+Blocks (T = 0, decode_block > 0, the default): a video is decoded `decode_block` steps at a
+time (decode.decode_blocks) and its frames go through CLIP as they come (_process_blocks), in
+the very batches the whole-video path makes, so the store is the same bit for bit
+(tests/test_blocks.py) while a worker holds a few blocks of frames, not a 10-minute video's
+(benchmarks/bench_blocks.py). decode_block = 0 decodes each video whole first, as before.
+
 Audio-only sources (a .wav path: DESED) have no frames: only their audio chunks are written,
 their visual and patch chunks are recorded as absent (store.py) and visual_length is 0.
 """
@@ -35,6 +41,8 @@ their visual and patch chunks are recorded as absent (store.py) and visual_lengt
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -47,7 +55,7 @@ import torch
 
 from . import __version__
 from .config import ExtractConfig, as_dict, resolve_path
-from .decode import DecodeError, decode_source, is_audio_only, shortfall
+from .decode import Blocks, DecodeError, decode_source, decode_source_blocks, is_audio_only, shortfall
 from .encoders import (
     CLIP_URLS, VGGISH_URL, ClipEncoder, VGGishEncoder, WeightsError, clip_preprocess,
     file_sha256, missing_weights_message, precision_dtype,
@@ -344,22 +352,16 @@ def process_clips(store_path: str, items: list[tuple[int, str]], cfg: ExtractCon
     store = FeatureStore(store_path, mode="r+")
     T = steps_of(cfg.T, hop, "T")
     patches = "patches" in store.feature_arrays        # a store made without them: CLIP's [CLS] only
+    if T == 0 and cfg.decode_block > 0 and cfg.clip_batch > 0:
+        return _process_blocks(store, items, cfg, clip, vggish, hop, patches)
     steps_per_batch = max(cfg.clip_batch, T)
     results, ready = [], []
 
     def flush() -> None:
-        try:
-            decoded = [d for _, d in ready]
-            features = (_encode(clip, vggish, decoded, T, cfg.sample_rate, hop, patches) if T else
-                        _encode_seconds(clip, vggish, decoded, cfg.sample_rate, cfg.clip_batch, hop, patches))
-            for (i, d), values in zip(ready, features):
-                checks = {**store.absent(i, [n for n in store.feature_arrays if n not in values]),
-                          **store.write_clip(i, values)}
-                results.append(ClipResult(i, True, d.length, d.backend, audio_length=d.audio_length,
-                                          visual_length=d.visual_length, source_seconds=d.source_seconds,
-                                          checks=checks))
-        except Exception as err:  # an encoder or write failure fails these clips, not the run
-            results.extend(ClipResult(i, False, error=f"encode/write failed: {err}") for i, _ in ready)
+        decoded = [d for _, d in ready]
+        results.extend(_write(store, ready, lambda: (
+            _encode(clip, vggish, decoded, T, cfg.sample_rate, hop, patches) if T else
+            _encode_seconds(clip, vggish, decoded, cfg.sample_rate, cfg.clip_batch, hop, patches))))
         ready.clear()
 
     with ThreadPoolExecutor(max(1, cfg.decode_threads)) as pool:
@@ -377,6 +379,231 @@ def process_clips(store_path: str, items: list[tuple[int, str]], cfg: ExtractCon
                 flush()
         if ready:
             flush()
+    return results
+
+
+def _write(store: FeatureStore, ready: list, encode: Callable[[], list[dict]]) -> list[ClipResult]:
+    """Encode the clips `ready` = [(index, Decoded)] (encode() gives their feature dicts) and
+    write them: one result each. An encoder or write failure fails these clips, not the run."""
+    results = []
+    try:
+        for (i, d), values in zip(ready, encode()):
+            checks = {**store.absent(i, [n for n in store.feature_arrays if n not in values]),
+                      **store.write_clip(i, values)}
+            results.append(ClipResult(i, True, d.length, d.backend, audio_length=d.audio_length,
+                                      visual_length=d.visual_length, source_seconds=d.source_seconds,
+                                      checks=checks))
+    except Exception as err:
+        results.extend(ClipResult(i, False, error=f"encode/write failed: {err}") for i, _ in ready)
+    return results
+
+
+# ----------------------------------------------------------------------------- clips of any length, in blocks
+
+
+class _EncoderFailed(Exception):
+    """CLIP failed on a batch while a clip was being decoded (_FrameBatches)."""
+
+
+class _FrameBatches:
+    """Frames of consecutive clips -> CLIP rows, in the very batches _encode_frames makes of them
+    all at once: each clip's frames preprocessed `batch` at a time from its first frame, the
+    pixels of the group (the clips written together) encoded `batch` rows at a time from the
+    group's first, the group's last batch shorter. Holds less than a batch of the current clip's
+    frames and of pixels, and the rows encoded so far (float16, as stored; no patch tokens where
+    `patches` is False)."""
+
+    def __init__(self, clip: ClipEncoder, batch: int, patches: bool = True):
+        self.clip, self.batch, self.patches = clip, batch, patches
+        self.frames: list[np.ndarray] = []    # the current clip's frames not yet preprocessed
+        self.pixels: list[torch.Tensor] = []  # preprocessed, not yet encoded
+        self.rows: list[tuple[np.ndarray, np.ndarray | None]] = []   # encoded: (cls, patches) a batch
+        self.steps = 0                        # the current clip's frames so far
+
+    def mark(self) -> tuple:
+        """The state before a clip: what rollback returns to."""
+        return len(self.rows), list(self.pixels)
+
+    def rollback(self, mark: tuple) -> None:
+        """Forget the current clip (it failed, or decoding starts again): the batches that held
+        its frames are encoded again, with the next clip's."""
+        n, pixels = mark
+        del self.rows[n:]
+        self.pixels, self.frames, self.steps = list(pixels), [], 0
+
+    def add(self, frames: np.ndarray) -> None:
+        """More frames of the current clip."""
+        self.frames.append(frames)
+        self.steps += len(frames)
+        while sum(map(len, self.frames)) >= self.batch:
+            self._preprocess(self.batch)
+
+    def end_clip(self) -> int:
+        """The current clip has no more frames: its last ones preprocessed. Returns its frames."""
+        rest = sum(map(len, self.frames))
+        if rest:
+            self._preprocess(rest)
+        steps, self.steps = self.steps, 0
+        return steps
+
+    def finish(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The group's last batch encoded; every row of the group, in order (None: none)."""
+        if self.pixels:
+            self._encode(sum(map(len, self.pixels)))
+        rows, self.rows = self.rows, []
+        if not rows:
+            return None, None
+        return (np.concatenate([c for c, _ in rows]),
+                np.concatenate([p for _, p in rows]) if self.patches else None)
+
+    def reset(self) -> None:
+        self.frames, self.pixels, self.rows, self.steps = [], [], [], 0
+
+    def _preprocess(self, n: int) -> None:
+        if len(self.frames[0]) >= n:                   # within one block: a view of it
+            piece, rest, later = self.frames[0][:n], self.frames[0][n:], self.frames[1:]
+        else:                                          # across blocks: less than a batch copied
+            joined = np.concatenate(self.frames)
+            piece, rest, later = joined[:n], joined[n:], []
+        self.frames = ([rest] if len(rest) else []) + later
+        clip = self.clip
+        try:
+            pixels = clip_preprocess(torch.from_numpy(piece).to(clip.device), clip.image_size, clip.mean, clip.std)
+        except Exception as err:
+            raise _EncoderFailed(err) from err
+        self.pixels.append(pixels)
+        while sum(map(len, self.pixels)) >= self.batch:
+            self._encode(self.batch)
+
+    def _encode(self, n: int) -> None:
+        pixels = torch.cat(self.pixels) if len(self.pixels) > 1 else self.pixels[0]
+        try:
+            cls, patches = self.clip.encode_frames(pixels[:n], self.patches)
+            self.rows.append((cls.half().cpu().numpy(), patches.half().cpu().numpy() if self.patches else None))
+        except Exception as err:
+            raise _EncoderFailed(err) from err
+        self.pixels = [pixels[n:]] if len(pixels) > n else []
+
+
+class _Feed:
+    """One clip's blocks, decoded in a background thread at most `depth` blocks ahead of the
+    encoder: ("block", frames or None), then ("end", Decoded) or ("error", exception)."""
+
+    def __init__(self, depth: int = 1):
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.cancelled = threading.Event()
+        self.decoded = None
+
+    def produce(self, blocks: Callable[[], object]) -> None:
+        """Run in a decoding thread: the clip's blocks into the queue."""
+        if self.cancelled.is_set():
+            return
+        wrapped = Blocks(blocks())
+        parts = iter(wrapped)
+        try:
+            for part in parts:
+                if not self._put(("block", part)):
+                    return
+            self._put(("end", wrapped.decoded))
+        except BaseException as err:  # noqa: BLE001 - the encoder's thread reports it (never waits forever)
+            self._put(("error", err))
+        finally:
+            parts.close()                     # ends an ffmpeg left running by a cancel
+
+    def _put(self, item) -> bool:
+        while not self.cancelled.is_set():
+            try:
+                self.queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def __iter__(self):
+        """The blocks, in order; raises what decoding raised."""
+        while True:
+            kind, value = self.queue.get()
+            if kind == "block":
+                yield value
+            elif kind == "end":
+                self.decoded = value
+                return
+            else:
+                raise value
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+        while True:
+            try:
+                self.queue.get_nowait()
+            except queue.Empty:
+                return
+
+
+def _process_blocks(store: FeatureStore, items: list[tuple[int, str]], cfg: ExtractConfig, clip: ClipEncoder,
+                    vggish: VGGishEncoder, hop: float, patches: bool = True) -> list[ClipResult]:
+    """process_clips for clips of any length (T = 0), `decode_block` steps of frames at a time:
+    each video is decoded in blocks (in cfg.decode_threads background threads, a block ahead of
+    the encoder) and its frames go through CLIP as they come, in the batches the whole-video
+    path (_encode_seconds) makes, so the features are the same bit for bit; clips are grouped,
+    their audio encoded and written as there. Memory: a few blocks of frames, a batch of pixels,
+    and the features of the clips being encoded, not every frame of them."""
+    limit = steps_of(cfg.max_seconds, hop, "max_seconds")
+    batches, results, group = _FrameBatches(clip, cfg.clip_batch, patches), [], []
+
+    def encode_group() -> list[dict]:
+        cls, patches = batches.finish()
+        decoded = [d for _, d in group]
+        audio = [vggish(torch.from_numpy(d.audio[None]), d.steps, cfg.sample_rate, hop=hop)[0].half().cpu().numpy()
+                 for d in decoded]
+        return _split(decoded, audio, cls, patches)
+
+    def flush() -> None:
+        results.extend(_write(store, group, encode_group))
+        batches.reset()
+        group.clear()
+
+    feeds = [(i, p, _Feed()) for i, p in items]
+    pool = ThreadPoolExecutor(max(1, cfg.decode_threads))
+    try:
+        for i, p, feed in feeds:
+            pool.submit(feed.produce, lambda p=p: decode_source_blocks(
+                p, limit, cfg.sample_rate, cfg.decoder, pad=False, hop=hop, block=cfg.decode_block))
+        for i, p, feed in feeds:                # encode what is decoded while the rest decodes
+            mark = batches.mark()
+            try:
+                for part in feed:
+                    if part is None:            # decord failed midway: ffmpeg from the start
+                        batches.rollback(mark)
+                    else:
+                        batches.add(part)
+                d, feed.decoded = feed.decoded, None
+                frames = 0 if d.audio_only else batches.end_clip()
+                if frames != (0 if d.audio_only else d.steps):
+                    raise RuntimeError(f"decoded {frames} frames for {d.steps} steps")
+            except _EncoderFailed as err:       # CLIP failed: this clip and its group fail
+                feed.cancel()
+                results.extend(ClipResult(j, False, error=f"encode/write failed: {err}") for j, _ in [*group, (i, p)])
+                batches.reset()
+                group.clear()
+                continue
+            except DecodeError as err:
+                batches.rollback(mark)
+                results.append(ClipResult(i, False, error=str(err)))
+                continue
+            except Exception as err:
+                batches.rollback(mark)
+                results.append(ClipResult(i, False, error=f"{p}: {type(err).__name__}: {err}"))
+                continue
+            group.append((i, d))
+            if sum(d.steps for _, d in group) >= cfg.clip_batch:
+                flush()
+        if group:
+            flush()
+    finally:
+        for _, _, feed in feeds:
+            feed.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
     return results
 
 
@@ -512,6 +739,8 @@ def run_extract(
         raise ValueError(f"T = {cfg.T}, max_seconds = {cfg.max_seconds}: T is the seconds a clip keeps (0: the "
                          f"whole video, up to max_seconds, which must then be at least one step, {hop:g} s)")
     steps_of(cfg.T, hop, "T")
+    if cfg.decode_block < 0:
+        raise ValueError(f"decode_block = {cfg.decode_block}: steps of a video decoded at a time (0: the whole video)")
     n_workers = 0 if (cfg.workers == 0 and not cfg.scheduler) else cfg.workers
     gpus = torch.cuda.device_count() if cfg.device in ("auto", "cuda") else 0
     if n_workers and gpus and not cfg.scheduler:
