@@ -10,8 +10,8 @@ a finished run, and a killed training run resumes), so running it again is cheap
 
 Decisions:
 - Random-weight encoders: a fresh machine has no pretrained weights. Every output says so.
-- Sizes fit 15 minutes on 2 CPU cores (AVX2) for all ten benchmarks, ~13 measured (the notes
-  of issue 16). Where the time goes: synthesis is mostly ffmpeg (~0.2 s a 10 s mp4, a third of
+- Sizes fit 15 minutes on 2 CPU cores (AVX2) for all ten benchmarks: 9 min measured on a fresh
+  clone in session 22 (BENCHMARKS.md). Where the time goes: synthesis is mostly ffmpeg (~0.2 s a 10 s mp4, a third of
   it the process start), extraction mostly VGGish (~30 ms an audio example, one a feature
   step), training the steps. So the cuts are in feature steps and clips:
   each adapter's `demo_clips` (pipeline/datasets/; train, val and test half), the extraction
