@@ -150,15 +150,12 @@ def synth(
     pipeline/datasets) in their official layouts, or those named by --dataset.
 
     Seeded and deterministic; a dataset folder that already exists under --out is kept."""
-    from pipeline.datasets import ADAPTERS
-    from pipeline.synth import generate
+    from pipeline.synth import check_options, generate
 
-    unknown = [d for d in dataset or [] if d not in ADAPTERS]
-    if unknown:
-        raise typer.BadParameter(f"unknown dataset {', '.join(unknown)}; known: {', '.join(ADAPTERS)}",
-                                 param_hint="--dataset")
-    if not 10 <= dense_longest <= 60:
-        raise typer.BadParameter(f"{dense_longest:g} s is outside 10-60 s", param_hint="--dense-longest")
+    try:
+        check_options(dataset, dense_longest)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
     with console.status("writing the synthetic datasets"):
         roots = generate(out, seed, clips, only=list(dataset) if dataset else None, dense_longest=dense_longest)
     console.print(f"{len(roots)} datasets in {out}; extract them with:")

@@ -140,16 +140,9 @@ def feature_hop(cfg: ExtractConfig, task: str = VIDEOS) -> float:
     names the task, else the benchmark's adapter's (Adapter.hop), else 1. Checked: known
     names, positive numbers, a whole number of audio samples a step."""
     from .config import ConfigError
-    from .datasets import ADAPTERS
     from .decode import step_samples
 
-    if not isinstance(cfg.hop, dict):
-        raise ConfigError(f"hop: expected a mapping of benchmark (or {VIDEOS!r}) to seconds, e.g. "
-                          f"{{unav100: 0.5}}; got {cfg.hop!r}")
-    unknown = sorted(set(map(str, cfg.hop)) - set(ADAPTERS) - {VIDEOS})
-    if unknown:
-        raise ConfigError(f"hop: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join([*ADAPTERS, VIDEOS])}")
-    hop = cfg.hop.get(task, ADAPTERS[task].hop if task in ADAPTERS else 1.0)
+    hop = _by_benchmark(cfg, "hop", task, "seconds, e.g. {unav100: 0.5}", 1.0)
     if isinstance(hop, bool) or not isinstance(hop, (int, float)):
         raise ConfigError(f"hop.{task}: expected seconds (a number), got {hop!r}")
     try:
@@ -164,19 +157,29 @@ def feature_patches(cfg: ExtractConfig, task: str = VIDEOS) -> bool:
     `patches` where it names the task, else the benchmark's adapter's (Adapter.patches), else
     True. Checked: known names, true or false."""
     from .config import ConfigError
-    from .datasets import ADAPTERS
 
-    if not isinstance(cfg.patches, dict):
-        raise ConfigError(f"patches: expected a mapping of benchmark (or {VIDEOS!r}) to true/false, e.g. "
-                          f"{{llp: false}}; got {cfg.patches!r}")
-    unknown = sorted(set(map(str, cfg.patches)) - set(ADAPTERS) - {VIDEOS})
-    if unknown:
-        raise ConfigError(f"patches: unknown key(s) {', '.join(unknown)}; valid keys: "
-                          f"{', '.join([*ADAPTERS, VIDEOS])}")
-    value = cfg.patches.get(task, ADAPTERS[task].patches if task in ADAPTERS else True)
+    value = _by_benchmark(cfg, "patches", task, "true/false, e.g. {llp: false}", True)
     if not isinstance(value, bool):
         raise ConfigError(f"patches.{task}: expected true or false, got {value!r}")
     return value
+
+
+def _by_benchmark(cfg: ExtractConfig, setting: str, task: str, expected: str, default):
+    """The value for `task` of a setting given by benchmark (hop, patches): the mapping's entry
+    where it names the task, else the benchmark's adapter's attribute of the same name, else
+    `default` ("videos"). The mapping is checked: a mapping, of known names."""
+    from .config import ConfigError
+    from .datasets import ADAPTERS
+
+    mapping = getattr(cfg, setting)
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{setting}: expected a mapping of benchmark (or {VIDEOS!r}) to {expected}; "
+                          f"got {mapping!r}")
+    unknown = sorted(set(map(str, mapping)) - set(ADAPTERS) - {VIDEOS})
+    if unknown:
+        raise ConfigError(f"{setting}: unknown key(s) {', '.join(unknown)}; valid keys: "
+                          f"{', '.join([*ADAPTERS, VIDEOS])}")
+    return mapping.get(task, getattr(ADAPTERS[task], setting) if task in ADAPTERS else default)
 
 
 def steps_of(seconds: int, hop: float, what: str) -> int:
@@ -337,8 +340,12 @@ def _encode_seconds(clip: ClipEncoder, vggish: VGGishEncoder, decoded: list, sr:
     (no padding to the longest)."""
     video = [d.frames for d in decoded if not d.audio_only]
     cls, patches = _encode_frames(clip, video, batch, patches) if video else (None, None)
-    audio = [vggish(torch.from_numpy(d.audio[None]), d.steps, sr, hop=hop)[0].half().cpu().numpy() for d in decoded]
-    return _split(decoded, audio, cls, patches)
+    return _split(decoded, _audio_seconds(vggish, decoded, sr, hop), cls, patches)
+
+
+def _audio_seconds(vggish: VGGishEncoder, decoded: list, sr: int, hop: float) -> list[np.ndarray]:
+    """Each clip's audio through VGGish alone, all its own steps in one call (float16)."""
+    return [vggish(torch.from_numpy(d.audio[None]), d.steps, sr, hop=hop)[0].half().cpu().numpy() for d in decoded]
 
 
 def process_clips(store_path: str, items: list[tuple[int, str]], cfg: ExtractConfig,
@@ -554,9 +561,7 @@ def _process_blocks(store: FeatureStore, items: list[tuple[int, str]], cfg: Extr
     def encode_group() -> list[dict]:
         cls, patches = batches.finish()
         decoded = [d for _, d in group]
-        audio = [vggish(torch.from_numpy(d.audio[None]), d.steps, cfg.sample_rate, hop=hop)[0].half().cpu().numpy()
-                 for d in decoded]
-        return _split(decoded, audio, cls, patches)
+        return _split(decoded, _audio_seconds(vggish, decoded, cfg.sample_rate, hop), cls, patches)
 
     def flush() -> None:
         results.extend(_write(store, group, encode_group))

@@ -437,13 +437,22 @@ def generate(out: Path, seed: int = 0, clips: int = 16, only: list[str] | None =
     `dense_longest` (10-60 s): the longest untrimmed clip of the dense three (the demo's 20 s
     keeps their batches short; the other seven datasets do not depend on it)."""
     global DENSE_LONGEST
-    if not 10 <= dense_longest <= 60:
-        raise ValueError(f"dense_longest: {dense_longest} s is outside 10-60 s")
+    check_options(only, dense_longest)
     DENSE_LONGEST, before = float(dense_longest), DENSE_LONGEST
     try:
         return _generate(out, seed, clips, only)
     finally:
         DENSE_LONGEST = before
+
+
+def check_options(only: list[str] | None, dense_longest: float) -> None:
+    """generate()'s `only` (names of ADAPTERS) and `dense_longest` (10-60 s); ValueError saying
+    which is wrong (`avu synth` shows it as a usage error before anything is written)."""
+    unknown = [d for d in only or [] if d not in ADAPTERS]
+    if unknown:
+        raise ValueError(f"unknown dataset {', '.join(unknown)}; known: {', '.join(ADAPTERS)}")
+    if not 10 <= dense_longest <= 60:
+        raise ValueError(f"dense_longest: {dense_longest:g} s is outside 10-60 s")
 
 
 def _generate(out: Path, seed: int, clips: int, only: list[str] | None) -> dict[str, Path]:

@@ -147,10 +147,8 @@ def open_task(task: str, path: Path | str) -> TaskStore:
     else:
         raise StoreError(f"{path}: holds no patch tokens and records no patch_grid; extract it again with "
                          f"`avu extract --dataset {task}`")
-    uses = HEADS[spec.head].Head.uses_patches
-    if uses and not fs.has_patches:
-        raise StoreError(f"{path}: holds no patch tokens (extracted with patches false), but the {task} head "
-                         f"({spec.head}) reads them; extract it again with patches.{task}=true")
+    if HEADS[spec.head].Head.uses_patches and not fs.has_patches:
+        raise no_patches(path, task, spec.head)
     valid = fs.shared("valid_ids").astype(np.int64) if "valid_ids" in shared and spec.class_tokens else None
     vocab = fs.shared("vocab_emb")
     if spec.class_prompts:   # its head scores the class prompts: they take the vocabulary's place
@@ -188,13 +186,18 @@ def open_tasks(tasks: list[str], template: str) -> dict[str, TaskStore]:
 
 
 # ----------------------------------------------------------------------------- reading batches
+def no_patches(path, task: str, head: str) -> StoreError:
+    """The error for a head that reads patches on a store extracted without them."""
+    return StoreError(f"{path}: holds no patch tokens (extracted with patches false), but the {task} head "
+                      f"({head}) reads them; extract it again with patches.{task}=true")
+
+
 class TaskData:
     """Reads whole batches of one task; opens its store lazily, once per process."""
 
     def __init__(self, ts: TaskStore, with_patches: bool):
         if with_patches and not ts.has_patches:
-            raise StoreError(f"{ts.path}: holds no patch tokens (extracted with patches false), but the "
-                             f"{ts.task} head ({ts.head}) reads them; extract it again with patches.{ts.task}=true")
+            raise no_patches(ts.path, ts.task, ts.head)
         self.ts = ts
         self.arrays = ("audio", "visual") + (("patches",) if with_patches else ()) + ts.spec.targets
         self._fs: FeatureStore | None = None
